@@ -1,0 +1,36 @@
+"""Callbacks and the factory that picks them from the config."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from hpml_bench.callbacks.base import Callback
+from hpml_bench.callbacks.checkpoint import Checkpointer
+from hpml_bench.callbacks.loggers import LoggerConfig, TensorBoardLogger, WandbLogger
+from hpml_bench.callbacks.progress import ProgressBar
+from hpml_bench.callbacks.report import EpochReport
+from hpml_bench.callbacks.timer import EpochTimer
+
+
+def build_callbacks(cfg, strategy, task, run_dir: Path, info: dict[str, Any], config_dict: dict) -> list[Callback]:
+    """The timer first (it fills the record the others read), then observers by config."""
+    callbacks: list[Callback] = [EpochTimer(cfg.trainer.timing)]
+    if cfg.trainer.checkpoint_every > 0:
+        callbacks.append(Checkpointer(run_dir / "checkpoints", cfg.trainer.checkpoint_every,
+                                      task.monitor, task.monitor_higher_is_better))
+    if not strategy.is_main:
+        return callbacks
+    show_bar = cfg.trainer.progress == "always" or (cfg.trainer.progress == "auto" and sys.stdout.isatty())
+    if show_bar:
+        callbacks.append(ProgressBar())
+    callbacks.append(EpochReport(run_dir, info))
+    logger: LoggerConfig = cfg.logger
+    if logger.tensorboard:
+        callbacks.append(TensorBoardLogger(run_dir / "tb"))
+    if logger.wandb:
+        callbacks.append(WandbLogger(logger, run_dir, config_dict))
+    return callbacks
+
+
+__all__ = ["Callback", "build_callbacks"]

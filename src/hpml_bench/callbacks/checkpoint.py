@@ -1,0 +1,32 @@
+"""Checkpoints: last.pt every N epochs, best.pt when the monitored metric improves."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hpml_bench.callbacks.base import Callback
+
+
+class Checkpointer(Callback):
+    """Runs on every rank (a sharded strategy gathers collectively); the strategy writes
+    on the main rank only, to a temp file that is then renamed."""
+
+    def __init__(self, folder: Path, every_epochs: int, monitor: str, higher_is_better: bool):
+        self.folder, self.every = folder, every_epochs
+        self.monitor, self.higher = monitor, higher_is_better
+        self.best = None
+
+    def on_fit_start(self, trainer) -> None:
+        scores = [r[self.monitor] for r in trainer.history if self.monitor in r]
+        if scores:  # resumed: best so far
+            self.best = max(scores) if self.higher else min(scores)
+
+    def on_epoch_end(self, trainer, record: dict) -> None:
+        last_epoch = record["epoch"] == trainer.cfg.epochs
+        if not (record["epoch"] % self.every == 0 or last_epoch):
+            return
+        state = trainer.state_dict()
+        trainer.strategy.save_checkpoint(self.folder / "last.pt", state)
+        score = record.get(self.monitor)
+        if score is not None and (self.best is None or (score > self.best if self.higher else score < self.best)):
+            self.best = score
+            trainer.strategy.save_checkpoint(self.folder / "best.pt", {"model": state["model"], "epoch": state["epoch"], self.monitor: score})

@@ -1,0 +1,74 @@
+"""`hpml <command> [overrides]`: pops the command and hands the rest to Hydra."""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from hpml_bench.errors import HpmlError
+from hpml_bench.registry import unknown_choice
+
+USAGE = """\
+usage: hpml <command> [overrides...]
+
+commands:
+  train   train a model and print the per-epoch time table (data / train / run / val)
+          e.g. hpml train model=resnet50 dataset=cifar10 trainer.epochs=5
+  list    list registered choices: hpml list models|datasets|strategies|optimizers|schedulers|loggers
+
+`hpml train --help` lists the config groups and every key with its default.
+Errors print one line and exit with code 2; HPML_DEBUG=1 shows the traceback."""
+
+_HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i",
+                "--resolve", "--package", "-p", "--shell-completion", "-sc", "--run", "-r")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `hpml` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    try:
+        if command not in COMMANDS:
+            raise unknown_choice("command", command, COMMANDS)
+        return COMMANDS[command](rest) or 0
+    except HpmlError as exc:
+        return report_error(exc)
+
+
+def report_error(exc: HpmlError) -> int:
+    if os.environ.get("HPML_DEBUG") == "1":
+        traceback.print_exc()
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def train_command(args: list[str]) -> int:
+    from hpml_bench.config import compose_train, to_train_config
+    from hpml_bench.resume import with_resumed_overrides
+
+    args = with_resumed_overrides(args)
+    if not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
+        # Check the config before Hydra starts a run, so mistakes read as one line.
+        to_train_config(compose_train(args))
+    from hpml_bench import hydra_app
+
+    return hydra_app.run(args)
+
+
+def list_command(args: list[str]) -> int:
+    from hpml_bench.listing import print_listing
+
+    what = args[0] if args else "models"
+    print_listing(what)
+    return 0
+
+
+COMMANDS = {"train": train_command, "list": list_command}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""What every data set shares: loader knobs, the registry, the loaders factory."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from hpml_bench.errors import HpmlError
+from hpml_bench.registry import Registry
+
+DATASETS: Registry = Registry("dataset")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DatasetConfig:
+    """Fields every data set has: what it holds and how it is loaded."""
+
+    name: str = "???"
+    root: Optional[str] = None
+    num_classes: int = 10  # image labels
+    mask_classes: int = 2  # per-pixel classes, for task=segmentation
+    channels: int = 3
+    image_size: int = 32
+    # Per-rank batch; the global batch is batch_size x world size.
+    batch_size: int = 64
+    val_batch_size: Optional[int] = None
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    prefetch_factor: Optional[int] = None
+    drop_last: bool = False
+    augment: bool = True
+
+    def __post_init__(self):
+        for knob in ("batch_size", "image_size", "num_classes", "channels"):
+            if getattr(self, knob) <= 0:
+                raise HpmlError(f"dataset.{knob}={getattr(self, knob)} must be positive")
+        if self.num_workers < 0:
+            raise HpmlError(f"dataset.num_workers={self.num_workers} must be 0 or more")
+
+
+def normalize(channels: int) -> v2.Normalize:
+    """ImageNet normalisation (grey images use the mean of its three channels)."""
+    if channels == 3:
+        return v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    return v2.Normalize([sum(IMAGENET_MEAN) / 3] * channels, [sum(IMAGENET_STD) / 3] * channels)
+
+
+def build_datasets(cfg: DatasetConfig, task: str) -> tuple[Dataset, Dataset]:
+    """(train, validation) data sets for `task` ('classification' or 'segmentation')."""
+    train, val = DATASETS.get(cfg.name)(cfg, task)
+    for split, ds in (("train", train), ("validation", val)):
+        if len(ds) == 0:
+            raise HpmlError(f"dataset {cfg.name}: the {split} split is empty; check dataset.root={cfg.root}")
+    return train, val
+
+
+def build_loaders(cfg: DatasetConfig, strategy, task: str, seed: int) -> tuple[DataLoader, DataLoader]:
+    """Train and validation loaders; the strategy supplies the samplers (sharding, shuffling)."""
+    train_ds, val_ds = build_datasets(cfg, task)
+    train = _loader(cfg, train_ds, strategy.sampler(train_ds, shuffle=True, seed=seed), cfg.batch_size, cfg.drop_last)
+    val_batch = cfg.val_batch_size or cfg.batch_size
+    val = _loader(cfg, val_ds, strategy.sampler(val_ds, shuffle=False, seed=seed), val_batch, False)
+    return train, val
+
+
+def _loader(cfg: DatasetConfig, ds: Dataset, sampler, batch_size: int, drop_last: bool) -> DataLoader:
+    workers = cfg.num_workers
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=cfg.pin_memory and torch.cuda.is_available(),
+        persistent_workers=cfg.persistent_workers and workers > 0,
+        prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
+        drop_last=drop_last,
+    )

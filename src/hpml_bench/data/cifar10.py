@@ -1,0 +1,64 @@
+"""`cifar10`: torchvision's CIFAR-10, downloaded when online, else read from dataset.root."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from hpml_bench.data.base import DATASETS, DatasetConfig, normalize
+from hpml_bench.errors import HpmlError
+
+_FOLDER = datasets.CIFAR10.base_folder  # cifar-10-batches-py
+
+
+@dataclass
+class Cifar10Config(DatasetConfig):
+    name: str = "cifar10"
+    root: str = "data/cifar10"
+    num_classes: int = 10
+    image_size: int = 32
+    download: bool = True
+
+
+class _CIFAR10(datasets.CIFAR10):
+    """CIFAR-10 that trusts files already on disk instead of hashing 170 MB on every run."""
+
+    def _check_integrity(self) -> bool:
+        folder = Path(self.root) / _FOLDER
+        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+
+def _transform(cfg: Cifar10Config, train: bool) -> v2.Transform:
+    augment = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()] if train and cfg.augment else []
+    resize = [v2.Resize(cfg.image_size, antialias=True)] if cfg.image_size != 32 else []
+    return v2.Compose([v2.ToImage(), *augment, *resize, v2.ToDtype(torch.float32, scale=True), normalize(3)])
+
+
+def _ensure_files(cfg: Cifar10Config) -> None:
+    probe = _CIFAR10.__new__(_CIFAR10)
+    probe.root = cfg.root
+    if probe._check_integrity():
+        return
+    where = f"put {_FOLDER}/ (torchvision's CIFAR-10 python version) under {Path(cfg.root).resolve()}, or set dataset.root"
+    if not cfg.download:
+        raise HpmlError(f"CIFAR-10 not found: {where}")
+    try:
+        datasets.CIFAR10(cfg.root, download=True)
+    except Exception as exc:  # offline: URLError, timeouts, ...
+        raise HpmlError(f"CIFAR-10 could not be downloaded ({type(exc).__name__}): {where}") from exc
+
+
+@DATASETS.register("cifar10", config=Cifar10Config)
+def build_cifar10(cfg: Cifar10Config, task: str):
+    if task != "classification":
+        raise HpmlError("dataset=cifar10 has labels only; use task=classification")
+    _ensure_files(cfg)
+    try:
+        train = _CIFAR10(cfg.root, train=True, transform=_transform(cfg, True))
+        val = _CIFAR10(cfg.root, train=False, transform=_transform(cfg, False))
+    except Exception as exc:  # truncated or foreign pickle files
+        raise HpmlError(f"CIFAR-10 files under {cfg.root}/{_FOLDER} could not be read ({exc}); delete them and download again") from exc
+    return train, val

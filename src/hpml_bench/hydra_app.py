@@ -1,0 +1,37 @@
+"""The Hydra application behind `hpml train` (so -m, --cfg and --help work as in Hydra)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from hpml_bench import config  # noqa: F401  (stores the schemas and resolvers)
+from hpml_bench.errors import HpmlError
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="train")
+def _train(cfg: DictConfig) -> None:
+    from hpml_bench.cli import report_error
+    from hpml_bench.run import run_training
+
+    hc = HydraConfig.get()
+    try:
+        run_training(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task), OmegaConf.to_container(hc.runtime.choices))
+    except HpmlError as exc:
+        sys.exit(report_error(exc))
+
+
+def run(overrides: list[str]) -> int:
+    """Run the Hydra app with these command-line overrides."""
+    saved = sys.argv
+    sys.argv = ["hpml train", *overrides]
+    try:
+        _train()
+    except SystemExit as exc:  # a failed run inside Hydra: keep its exit code
+        return exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = saved
+    return 0

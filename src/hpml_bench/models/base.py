@@ -1,0 +1,98 @@
+"""What every model shares: its config base, the registry, weights loading, split points."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Optional
+
+import torch
+from torch import nn
+
+from hpml_bench.errors import HpmlError
+from hpml_bench.registry import Registry
+
+MODELS: Registry = Registry("model")
+
+
+@dataclass
+class ModelConfig:
+    """Fields every model has. `None` for classes/channels means: take them from the data set."""
+
+    name: str = "???"
+    num_classes: Optional[int] = None
+    in_channels: Optional[int] = None
+    # A local file (state_dict, loaded with weights_only=True) or a torchvision weights
+    # name such as IMAGENET1K_V1 (downloaded, so online only); null = random init.
+    weights: Optional[str] = None
+    freeze_backbone: bool = False
+    # The input size the model was designed for: what `hpml list models` shows.
+    input_size: int = 224
+    task: str = "classification"
+
+    # Used when neither the config nor a data set says (build_model("hct") on its own).
+    default_num_classes: ClassVar[int] = 1000
+    default_in_channels: ClassVar[int] = 3
+
+    def resolved(self) -> "ModelConfig":
+        """A copy with num_classes / in_channels filled in from the model's defaults."""
+        return dataclasses.replace(
+            self,
+            num_classes=self.num_classes or self.default_num_classes,
+            in_channels=self.in_channels or self.default_in_channels,
+        )
+
+
+def build_model_from_config(cfg: ModelConfig) -> nn.Module:
+    """Build the registered model named by `cfg.name`, then apply weights and freezing."""
+    cfg = cfg.resolved()
+    model = MODELS.get(cfg.name)(cfg)
+    if cfg.weights and Path(cfg.weights).suffix in (".pt", ".pth", ".bin", ".ckpt"):
+        load_local_weights(model, cfg.weights)
+    if cfg.freeze_backbone:
+        freeze_all_but(model, head_of(model))
+    return model
+
+
+def load_local_weights(model: nn.Module, path: str) -> None:
+    """Load a state_dict file safely (weights_only=True); a checkpoint's 'model' entry works too."""
+    file = Path(path)
+    if not file.is_file():
+        raise HpmlError(f"model.weights={path}: no such file; give a .pt/.pth state_dict or null")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt or non-tensor file
+        raise HpmlError(f"model.weights={path} could not be read ({type(exc).__name__}); is it a state_dict?") from exc
+    state = state.get("model", state) if isinstance(state, dict) else state
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise HpmlError(f"model.weights={path} does not fit this model: {first}") from exc
+
+
+def head_of(model: nn.Module) -> nn.Module:
+    """The classifier that stays trainable under freeze_backbone (models name it `head`/`fc`)."""
+    for name in ("head", "fc", "classifier"):
+        if isinstance(getattr(model, name, None), nn.Module):
+            return getattr(model, name)
+    raise HpmlError(f"model.freeze_backbone=true: {type(model).__name__} has no head/fc to keep trainable")
+
+
+def freeze_all_but(model: nn.Module, keep: nn.Module) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in keep.parameters():
+        p.requires_grad_(True)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def split_points(model: nn.Module) -> list[nn.Module]:
+    """The ordered stage modules a pipeline may cut between (models define `pipeline_stages`)."""
+    stages = getattr(model, "pipeline_stages", None)
+    if stages is None:
+        raise HpmlError(f"{type(model).__name__} declares no pipeline split points; use another strategy")
+    return list(stages())

@@ -1,0 +1,102 @@
+"""The body of `hpml train`: build every part from the config, then fit."""
+from __future__ import annotations
+
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from hpml_bench.callbacks import build_callbacks
+from hpml_bench.config import TrainConfig, to_train_config
+from hpml_bench.data import build_loaders
+from hpml_bench.errors import HpmlError
+from hpml_bench.models import build_model_from_config, count_parameters
+from hpml_bench.optim import build_optimizer, build_scheduler
+from hpml_bench.runfolder import CONFIG, OVERRIDES, atomic_write_text, check_run_folder
+from hpml_bench.strategies import StepSettings, Strategy, build_strategy
+from hpml_bench.tasks import build_task
+from hpml_bench.trainer import Trainer
+
+
+def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), choices: dict | None = None) -> list[dict]:
+    """Train as the config says, writing into run_dir; returns the per-epoch records."""
+    cfg = to_train_config(dcfg)
+    checkpoint = check_run_folder(run_dir, cfg.resume)
+    t = cfg.trainer
+    strategy = build_strategy(cfg.strategy, StepSettings(cfg.device, t.precision, t.channels_last, t.compile, t.grad_clip_norm))
+    strategy.setup()
+    try:
+        trainer = _build_trainer(cfg, dcfg, strategy, run_dir, choices or {})
+        if checkpoint is not None:
+            _resume(trainer, strategy, checkpoint)
+        if strategy.is_main:
+            _write_config(dcfg, run_dir, overrides)
+        return trainer.fit()
+    finally:
+        strategy.teardown()
+
+
+def _build_trainer(cfg: TrainConfig, dcfg: DictConfig, strategy: Strategy, run_dir: Path, choices: dict) -> Trainer:
+    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
+    task = build_task(cfg.task, cfg.model.num_classes)
+    train_loader, val_loader = build_loaders(cfg.dataset, strategy, cfg.task, cfg.trainer.seed)
+    model = build_model_from_config(cfg.model)
+    optimizer = build_optimizer(cfg.optimizer, model, strategy.world_size)
+    batches = min(len(train_loader), cfg.trainer.max_steps_per_epoch or len(train_loader))
+    scheduler = build_scheduler(cfg.scheduler, optimizer, math.ceil(batches / cfg.trainer.grad_accum_steps), cfg.trainer.epochs)
+    info = _run_info(cfg, strategy, model, choices)
+    strategy.prepare(model, optimizer, task.loss, scheduler, task.logits)
+    config_dict = OmegaConf.to_container(_without_hydra(dcfg), resolve=True)
+    callbacks = build_callbacks(cfg, strategy, task, run_dir, info, config_dict)
+    return Trainer(cfg.trainer, strategy, task, train_loader, val_loader, callbacks)
+
+
+def _resume(trainer: Trainer, strategy: Strategy, checkpoint: Path) -> None:
+    trainer.load_state_dict(strategy.load_checkpoint(checkpoint))
+    if trainer.start_epoch >= trainer.cfg.epochs:
+        raise HpmlError(f"{checkpoint} has already trained {trainer.start_epoch} epochs; "
+                        f"set trainer.epochs above {trainer.start_epoch} to train on")
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def _run_info(cfg: TrainConfig, strategy: Strategy, model: torch.nn.Module, choices: dict) -> dict[str, Any]:
+    """What the epoch table's title and summary.json state about the run."""
+    device = strategy.device
+    return {
+        "model": choices.get("model", cfg.model.name),
+        "dataset": choices.get("dataset", cfg.dataset.name),
+        "task": cfg.task,
+        "strategy": cfg.strategy.name,
+        "world_size": strategy.world_size,
+        "batch_per_rank": cfg.dataset.batch_size,
+        "global_batch": cfg.dataset.batch_size * strategy.world_size,
+        "grad_accum_steps": cfg.trainer.grad_accum_steps,
+        "precision": cfg.trainer.precision,
+        "parameters": count_parameters(model),
+        "trainable_parameters": count_parameters(model, trainable_only=True),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+    }
+
+
+def _without_hydra(dcfg: DictConfig) -> DictConfig:
+    return OmegaConf.masked_copy(dcfg, [k for k in dcfg if k != "hydra"]) if "hydra" in dcfg else dcfg
+
+
+def _write_config(dcfg: DictConfig, run_dir: Path, overrides: list[str]) -> None:
+    atomic_write_text(run_dir / CONFIG, OmegaConf.to_yaml(_without_hydra(dcfg), resolve=True))
+    if not (run_dir / OVERRIDES).exists():  # a resumed run keeps the overrides that started it
+        atomic_write_text(run_dir / OVERRIDES, OmegaConf.to_yaml(OmegaConf.create(list(overrides))))

@@ -1,0 +1,236 @@
+"""The Strategy interface: where the model runs and how one training step is executed.
+
+The trainer never touches devices, wrappers or process groups; it asks the strategy.
+Only modules in this package import torch.distributed.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, DistributedSampler
+
+from hpml_bench.errors import HpmlError
+from hpml_bench.registry import Registry
+
+STRATEGIES: Registry = Registry("strategy")
+
+_AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class StrategyConfig:
+    name: str = "single"
+    backend: str = "auto"  # auto | gloo | nccl (distributed strategies)
+
+
+@dataclass
+class StepSettings:
+    """The trainer knobs that shape a step (copied from TrainerConfig)."""
+
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    grad_clip_norm: Optional[float] = None
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor  # detached, mean over the batch
+    logits: torch.Tensor  # detached, what metrics score
+    targets: torch.Tensor
+    n: int  # samples in the batch
+
+
+class Strategy:
+    """Single-process base; distributed strategies override setup/prepare/reduce/barrier."""
+
+    world_size = 1
+    rank = 0
+    local_rank = 0
+
+    def __init__(self, cfg: StrategyConfig, step: StepSettings):
+        self.cfg = cfg
+        self.step = step
+        self.device = torch.device("cpu")
+        self.model: Optional[nn.Module] = None
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.scheduler = None
+        self.loss_fn: Optional[Callable] = None
+        self.logits_fn: Callable = lambda out: out
+
+    # -- life cycle -------------------------------------------------------------------
+    def setup(self) -> None:
+        """Choose the device (and, for distributed strategies, join the process group)."""
+        self.device = self.resolve_device(self.step.device, self.local_rank)
+        self._check_precision()
+
+    def teardown(self) -> None:
+        """Release what setup took."""
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @staticmethod
+    def resolve_device(request: str, local_rank: int = 0) -> torch.device:
+        if request not in ("auto", "cpu", "cuda"):
+            raise HpmlError(f"device={request}: use auto, cpu or cuda")
+        if request == "cuda" and not torch.cuda.is_available():
+            raise HpmlError("device=cuda but no CUDA GPU is visible; use device=cpu or device=auto")
+        if request == "cpu" or not torch.cuda.is_available():
+            return torch.device("cpu")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+
+    def _check_precision(self) -> None:
+        if self.step.precision not in _AUTOCAST_DTYPES:
+            raise HpmlError(f"trainer.precision={self.step.precision}: use one of fp32, bf16, fp16")
+        if self.step.precision == "fp16" and self.device.type != "cuda":
+            raise HpmlError("trainer.precision=fp16 needs a CUDA GPU (GradScaler); use bf16 or fp32 on CPU")
+
+    # -- data -------------------------------------------------------------------------
+    def sampler(self, dataset: Dataset, shuffle: bool, seed: int) -> DistributedSampler:
+        """This rank's shard, reshuffled each epoch by set_epoch (also at world size 1,
+        so a resumed run sees the same order as an uninterrupted one)."""
+        return DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank, shuffle=shuffle, seed=seed)
+
+    def to_device(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = batch
+        non_blocking = self.device.type == "cuda"
+        inputs = inputs.to(self.device, non_blocking=non_blocking)
+        if self.step.channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs, targets.to(self.device, non_blocking=non_blocking)
+
+    # -- model ------------------------------------------------------------------------
+    def prepare(self, model: nn.Module, optimizer, loss_fn: Callable, scheduler=None,
+                logits_fn: Callable = lambda out: out) -> nn.Module:
+        """Move (and wrap) the model; keep what train_step needs. Returns the model to call."""
+        model = model.to(self.device)
+        if self.step.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = self.wrap(model)
+        if self.step.compile:
+            self.model = torch.compile(self.model)
+        self.optimizer, self.scheduler, self.loss_fn, self.logits_fn = optimizer, scheduler, loss_fn, logits_fn
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.step.precision == "fp16")
+        return self.model
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """Parallel wrapper around the placed model (none for a single device)."""
+        return model
+
+    def unwrapped(self) -> nn.Module:
+        """The user's model under any compile / DDP / DP wrappers."""
+        model = self.model
+        model = getattr(model, "_orig_mod", model)
+        return getattr(model, "module", model)
+
+    def autocast(self):
+        dtype = _AUTOCAST_DTYPES[self.step.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # -- steps ------------------------------------------------------------------------
+    def train_step(self, batch, step_optimizer: bool = True, loss_scale: float = 1.0) -> StepOutput:
+        """Forward, loss, backward; an optimizer (and scheduler) step when step_optimizer.
+
+        loss_scale divides the loss for gradient accumulation over several calls.
+        """
+        inputs, targets = self.to_device(batch)
+        # DDP's no_sync must cover forward and backward together.
+        with self.grad_sync(step_optimizer):
+            with self.autocast():
+                outputs = self.model(inputs)
+                loss = self.loss_fn(outputs, targets)
+            self.scaler.scale(loss * loss_scale).backward()
+        if step_optimizer:
+            self.optimizer_step()
+        return StepOutput(loss.detach(), self.logits_fn(outputs).detach(), targets, len(targets))
+
+    def grad_sync(self, sync: bool):
+        """Context that skips gradient all-reduce on accumulation steps (DDP's no_sync)."""
+        return contextlib.nullcontext()
+
+    def optimizer_step(self) -> None:
+        if self.step.grad_clip_norm:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.step.grad_clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    @torch.no_grad()
+    def eval_step(self, batch) -> StepOutput:
+        inputs, targets = self.to_device(batch)
+        with self.autocast():
+            outputs = self.model(inputs)
+            loss = self.loss_fn(outputs, targets)
+        return StepOutput(loss, self.logits_fn(outputs), targets, len(targets))
+
+    def train(self, mode: bool = True) -> None:
+        self.model.train(mode)
+
+    # -- collectives (no-ops on one process) ------------------------------------------
+    def reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        """Reduce over ranks: op is 'sum' or 'max'."""
+        return tensor
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+
+    def synchronize(self) -> None:
+        """Wait for this device's queued work, so host clocks count it."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def memory_peak_gib(self) -> float:
+        """Peak memory since the last reset: the GPU allocator's, or the process's RSS on CPU."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**30
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**30
+
+    def reset_memory_peak(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    # -- checkpoints ------------------------------------------------------------------
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """A full, unwrapped state_dict that a single-device model can load."""
+        return self.unwrapped().state_dict()
+
+    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.unwrapped().load_state_dict(state)
+
+    def save_checkpoint(self, path: Path, state: dict[str, Any]) -> None:
+        """Written by the main rank to a temp file, then renamed: never a half file."""
+        if self.is_main:
+            atomic_torch_save(state, path)
+        self.barrier()
+
+    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise HpmlError(f"checkpoint {path} could not be read ({type(exc).__name__}); it is corrupt or not an hpml checkpoint") from exc
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+

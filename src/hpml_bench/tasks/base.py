@@ -1,0 +1,40 @@
+"""The Task interface and its registry."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+
+from hpml_bench.registry import Registry
+
+TASKS: Registry = Registry("task")
+
+
+class Task:
+    """Loss and metrics for one kind of prediction.
+
+    `loss(outputs, targets)` takes the model's raw outputs (which may be a tuple, e.g.
+    InceptionV3's aux logits in training); `logits(outputs)` picks what metrics score.
+    """
+
+    name = "?"
+    # The metric that decides best.pt, and whether larger is better.
+    monitor = "val_loss"
+    monitor_higher_is_better = False
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.criterion = nn.CrossEntropyLoss()
+
+    def logits(self, outputs) -> torch.Tensor:
+        return outputs[0] if isinstance(outputs, tuple) else outputs
+
+    def loss(self, outputs, targets: torch.Tensor) -> torch.Tensor:
+        return self.criterion(self.logits(outputs).float(), targets)
+
+    def metrics(self) -> MetricCollection:
+        raise NotImplementedError
+
+
+def build_task(name: str, num_classes: int) -> Task:
+    return TASKS.get(name)(num_classes)

@@ -1,0 +1,171 @@
+"""The one training loop. It fires callback hooks and asks the strategy for everything
+device- or process-related; it knows nothing of torch.distributed."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from hpml_bench.callbacks.base import Callback
+from hpml_bench.errors import HpmlError
+from hpml_bench.strategies import Strategy
+from hpml_bench.tasks import Task
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 4
+    # Leading epochs marked warm-up and left out of summary means and speedups.
+    warmup_epochs: int = 1
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16: CUDA only, with GradScaler)
+    channels_last: bool = False
+    compile: bool = False
+    grad_accum_steps: int = 1
+    grad_clip_norm: Optional[float] = None
+    seed: int = 0
+    deterministic: bool = False
+    # exact: synchronize the device at the end of every step (host clock counts GPU work);
+    # events: CUDA events around each step, one synchronize per epoch (less perturbation).
+    timing: str = "exact"
+    progress: str = "auto"  # auto (only on a TTY) | always | never
+    checkpoint_every: int = 1  # epochs; 0 = no checkpoints
+    # Cap on optimizer-visible batches per epoch, for quick benchmarks; null = whole epoch.
+    max_steps_per_epoch: Optional[int] = None
+
+    def __post_init__(self):
+        for knob in ("epochs", "grad_accum_steps"):
+            if getattr(self, knob) <= 0:
+                raise HpmlError(f"trainer.{knob}={getattr(self, knob)} must be positive")
+        if self.warmup_epochs < 0:
+            raise HpmlError(f"trainer.warmup_epochs={self.warmup_epochs} must be 0 or more")
+        if self.timing not in ("exact", "events"):
+            raise HpmlError(f"trainer.timing={self.timing}: use exact or events")
+        if self.progress not in ("auto", "always", "never"):
+            raise HpmlError(f"trainer.progress={self.progress}: use auto, always or never")
+
+
+class Trainer:
+    """Runs epochs of training and validation, filling one record per epoch."""
+
+    def __init__(self, cfg: TrainerConfig, strategy: Strategy, task: Task,
+                 train_loader: DataLoader, val_loader: DataLoader, callbacks: list[Callback]):
+        self.cfg, self.strategy, self.task = cfg, strategy, task
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.callbacks = callbacks
+        self.train_metrics = task.metrics().to(strategy.device)
+        self.val_metrics = task.metrics().to(strategy.device)
+        self.start_epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        steps = len(self.train_loader)
+        return min(steps, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else steps
+
+    def fit(self) -> list[dict[str, Any]]:
+        """Train from start_epoch to cfg.epochs; returns the per-epoch records."""
+        self._fire("on_fit_start")
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            self.epoch = epoch
+            record = {"epoch": epoch + 1, "warmup": epoch < self.cfg.warmup_epochs}
+            record.update(self.train_epoch(epoch))
+            record.update(self.validate())
+            self.history.append(record)
+            self._fire("on_epoch_end", record)
+        self._fire("on_fit_end")
+        return self.history
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        self.strategy.train(True)
+        self.train_loader.sampler.set_epoch(epoch)
+        self.train_metrics.reset()
+        self.strategy.reset_memory_peak()
+        record: dict[str, Any] = {"lr": self._lr()}
+        loss_sum = torch.zeros((), device=self.strategy.device)
+        samples = 0
+        self._fire("on_train_epoch_start")
+        steps = self.steps_per_epoch
+        accum = self.cfg.grad_accum_steps
+        self._fire("on_fetch_start")
+        for i, batch in enumerate(self.train_loader):
+            self._fire("on_fetch_end")
+            last = i + 1 == steps
+            out = self.strategy.train_step(batch, step_optimizer=(i + 1) % accum == 0 or last, loss_scale=1 / accum)
+            self.train_metrics.update(out.logits, out.targets)
+            loss_sum += out.loss * out.n
+            samples += out.n
+            self._fire("on_step_end", out)
+            if last:
+                break
+            self._fire("on_fetch_start")
+        self._fire("on_train_epoch_end", record)  # the timer fills data_s / train_s / run_s
+        record.update(self._reduced_scores("train", loss_sum, samples, self.train_metrics))
+        record["samples"] = int(self.strategy.reduce(torch.tensor(float(samples)), "sum").item())
+        for key in ("data_s", "train_s", "run_s"):
+            record[key] = self.strategy.reduce(torch.tensor(record[key]), "max").item()
+        record["samples_per_s"] = record["samples"] / record["run_s"] if record["run_s"] > 0 else 0.0
+        record["mem_peak_gib"] = self.strategy.reduce(torch.tensor(self.strategy.memory_peak_gib()), "max").item()
+        return record
+
+    def validate(self) -> dict[str, Any]:
+        self.strategy.train(False)
+        self.val_metrics.reset()
+        loss_sum = torch.zeros((), device=self.strategy.device)
+        samples = 0
+        record: dict[str, Any] = {}
+        self._fire("on_validation_start")
+        for batch in self.val_loader:
+            out = self.strategy.eval_step(batch)
+            self.val_metrics.update(out.logits, out.targets)
+            loss_sum += out.loss * out.n
+            samples += out.n
+        self._fire("on_validation_end", record)  # the timer fills val_s
+        record["val_s"] = self.strategy.reduce(torch.tensor(record["val_s"]), "max").item()
+        record.update(self._reduced_scores("val", loss_sum, samples, self.val_metrics))
+        return record
+
+    def _reduced_scores(self, prefix: str, loss_sum: torch.Tensor, samples: int, metrics) -> dict[str, float]:
+        totals = self.strategy.reduce(torch.stack([loss_sum.float().cpu(), torch.tensor(float(samples))]), "sum")
+        scores = {f"{prefix}_loss": (totals[0] / totals[1].clamp(min=1)).item()}
+        scores.update({f"{prefix}_{k}": v.item() for k, v in metrics.compute().items()})  # torchmetrics syncs ranks
+        return scores
+
+    def _lr(self) -> float:
+        return self.strategy.optimizer.param_groups[0]["lr"]
+
+    def _fire(self, hook: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+    # -- checkpoints ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly."""
+        s = self.strategy
+        return {
+            "epoch": self.epoch + 1,
+            "model": s.model_state(),
+            "optimizer": s.optimizer.state_dict(),
+            "scheduler": s.scheduler.state_dict() if s.scheduler is not None else None,
+            "scaler": s.scaler.state_dict(),
+            "history": self.history,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        s = self.strategy
+        s.load_model_state(state["model"])
+        s.optimizer.load_state_dict(state["optimizer"])
+        if s.scheduler is not None and state["scheduler"] is not None:
+            s.scheduler.load_state_dict(state["scheduler"])
+        s.scaler.load_state_dict(state["scaler"])
+        self.history = list(state["history"])
+        self.start_epoch = state["epoch"]
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])

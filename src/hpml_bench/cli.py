@@ -49,11 +49,14 @@ def report_error(exc: HpmlError) -> int:
 def train_command(args: list[str]) -> int:
     from hpml_bench.config import compose_train, to_train_config
     from hpml_bench.resume import with_resumed_overrides
+    from hpml_bench.runfolder import check_run_folder
 
     args = with_resumed_overrides(args)
     if not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
-        # Check the config before Hydra starts a run, so mistakes read as one line.
-        to_train_config(compose_train(args))
+        # Check the config and the run folder before Hydra makes a folder and starts,
+        # so mistakes read as one line and leave nothing behind.
+        cfg = to_train_config(compose_train(args))
+        check_run_folder(Path(cfg.resume or cfg.run_dir), cfg.resume)
     from hpml_bench import hydra_app
 
     return hydra_app.run(args)

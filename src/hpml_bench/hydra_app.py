@@ -18,9 +18,12 @@ def _train(cfg: DictConfig) -> None:
     from hpml_bench.run import run_training
 
     hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
     try:
-        run_training(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task), OmegaConf.to_container(hc.runtime.choices))
+        run_training(cfg, run_dir, list(hc.overrides.task), OmegaConf.to_container(hc.runtime.choices))
     except HpmlError as exc:
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # Hydra made it for this run; a failed start leaves no empty folder
         sys.exit(report_error(exc))
 
 

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import torch
-from rich.console import Console
 from rich.table import Table
 
 from hpml_bench.config import CONF_DIR, choices
 from hpml_bench.errors import HpmlError
 from hpml_bench.registry import unknown_choice
+from hpml_bench.ui import make_console
 
 _GROUPS = {"models": "model", "datasets": "dataset", "strategies": "strategy", "optimizers": "optimizer",
            "schedulers": "scheduler", "loggers": "logger"}
@@ -24,7 +24,7 @@ def print_listing(what: str) -> None:
         raise unknown_choice("list", what, _GROUPS)
     group = _GROUPS[what]
     table = _model_table() if group == "model" else _group_table(group)
-    Console(highlight=False).print(table)
+    make_console().print(table)
 
 
 def _group_table(group: str) -> Table:

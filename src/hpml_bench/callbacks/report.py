@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hpml_bench.callbacks.base import Callback
+from hpml_bench.ui import make_console
 from hpml_bench.runfolder import EPOCHS, SUMMARY, atomic_write_json, atomic_write_text
 
 TIME_KEYS = ("data_s", "train_s", "run_s", "val_s", "samples_per_s", "mem_peak_gib")
@@ -34,8 +34,7 @@ class EpochReport(Callback):
 
     def __init__(self, run_dir: Path, info: dict[str, Any], console: Console | None = None):
         self.run_dir, self.info = run_dir, info
-        # Off a terminal (CI logs, pipes) rich assumes 80 columns and squeezes the table.
-        self.console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+        self.console = console or make_console()
 
     def on_epoch_end(self, trainer, record: dict) -> None:
         metric = trainer.task.monitor

@@ -1,6 +1,7 @@
 """`cifar10`: torchvision's CIFAR-10, downloaded when online, else read from dataset.root."""
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,11 @@ class _CIFAR10(datasets.CIFAR10):
     def _check_integrity(self) -> bool:
         folder = Path(self.root) / _FOLDER
         return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+    def _load_meta(self) -> None:
+        with open(Path(self.root) / _FOLDER / self.meta["filename"], "rb") as f:
+            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
 
 def _transform(cfg: Cifar10Config, train: bool) -> v2.Transform:

@@ -8,6 +8,7 @@ from torchmetrics import MetricCollection
 from hpml_bench.registry import Registry
 
 TASKS: Registry = Registry("task")
+AUX_LOSS_WEIGHT = 0.4
 
 
 class Task:
@@ -30,7 +31,11 @@ class Task:
         return outputs[0] if isinstance(outputs, tuple) else outputs
 
     def loss(self, outputs, targets: torch.Tensor) -> torch.Tensor:
-        return self.criterion(self.logits(outputs).float(), targets)
+        loss = self.criterion(self.logits(outputs).float(), targets)
+        aux = outputs[1] if isinstance(outputs, tuple) and len(outputs) > 1 else None
+        if aux is not None:  # InceptionV3's auxiliary classifier, weighted as in its paper
+            loss = loss + AUX_LOSS_WEIGHT * self.criterion(aux.float(), targets)
+        return loss
 
     def metrics(self) -> MetricCollection:
         raise NotImplementedError

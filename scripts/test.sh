@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install hpml with its test extras into .venv, then run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS=test bash scripts/install.sh
+export WANDB_MODE=offline WANDB_SILENT=true
+exec .venv/bin/python -m pytest -q "$@"

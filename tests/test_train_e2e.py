@@ -63,7 +63,7 @@ def test_list_models_datasets_strategies_optimizers(hpml):
 def test_help_texts(hpml, capsys):
     assert "hpml train" in hpml("--help").out
     result = hpml("train", "--help")
-    assert "Config groups" in result.out and "model: resnet18, resnet50" in result.out
+    assert "Config groups" in result.out and "strategy: ddp, dp, fsdp, pipe, single" in result.out
 
 
 def test_cfg_job_prints_config_without_running(hpml, tmp_path):

@@ -57,6 +57,15 @@ def train_command(args: list[str]) -> int:
         # so mistakes read as one line and leave nothing behind.
         cfg = to_train_config(compose_train(args))
         check_run_folder(Path(cfg.resume or cfg.run_dir), cfg.resume)
+        nproc = getattr(cfg.strategy, "nproc_per_node", 1)
+        from hpml_bench.strategies import STRATEGIES, world_size_to_be
+
+        STRATEGIES.get(cfg.strategy.name).preflight(cfg, world_size_to_be(nproc))
+        if nproc > 1:
+            from hpml_bench.strategies.launch import launch_workers, launched_by_hpml_or_torchrun
+
+            if not launched_by_hpml_or_torchrun():  # every worker must write the same run folder
+                return launch_workers(nproc, [*args, f"run_dir={cfg.resume or cfg.run_dir}"])
     from hpml_bench import hydra_app
 
     return hydra_app.run(args)

@@ -28,8 +28,10 @@ def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), cho
     checkpoint = check_run_folder(run_dir, cfg.resume)
     t = cfg.trainer
     strategy = build_strategy(cfg.strategy, StepSettings(cfg.device, t.precision, t.channels_last, t.compile, t.grad_clip_norm))
+    type(strategy).preflight(cfg, strategy.world_size)
     strategy.setup()
     try:
+        run_dir = _shared_run_dir(strategy, run_dir)
         trainer = _build_trainer(cfg, dcfg, strategy, run_dir, choices or {})
         if checkpoint is not None:
             _resume(trainer, strategy, checkpoint)
@@ -40,16 +42,29 @@ def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), cho
         strategy.teardown()
 
 
+def _shared_run_dir(strategy: Strategy, run_dir: Path) -> Path:
+    """Rank 0's run folder for every rank (under torchrun each rank named its own)."""
+    shared = Path(strategy.broadcast_object(str(run_dir)))
+    if shared != run_dir and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+    return shared
+
+
 def _build_trainer(cfg: TrainConfig, dcfg: DictConfig, strategy: Strategy, run_dir: Path, choices: dict) -> Trainer:
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     task = build_task(cfg.task, cfg.model.num_classes)
     train_loader, val_loader = build_loaders(cfg.dataset, strategy, cfg.task, cfg.trainer.seed)
     model = build_model_from_config(cfg.model)
-    optimizer = build_optimizer(cfg.optimizer, model, strategy.world_size)
-    batches = min(len(train_loader), cfg.trainer.max_steps_per_epoch or len(train_loader))
-    scheduler = build_scheduler(cfg.scheduler, optimizer, math.ceil(batches / cfg.trainer.grad_accum_steps), cfg.trainer.epochs)
     info = _run_info(cfg, strategy, model, choices)
-    strategy.prepare(model, optimizer, task.loss, scheduler, task.logits)
+    batches = min(len(train_loader), cfg.trainer.max_steps_per_epoch or len(train_loader))
+    steps_per_epoch = math.ceil(batches / cfg.trainer.grad_accum_steps)
+    strategy.prepare(
+        model,
+        make_optimizer=lambda module: build_optimizer(cfg.optimizer, module, strategy.data_parallel[0]),
+        loss_fn=task.loss,
+        make_scheduler=lambda opt: build_scheduler(cfg.scheduler, opt, steps_per_epoch, cfg.trainer.epochs),
+        logits_fn=task.logits,
+    )
     config_dict = OmegaConf.to_container(_without_hydra(dcfg), resolve=True)
     callbacks = build_callbacks(cfg, strategy, task, run_dir, info, config_dict)
     return Trainer(cfg.trainer, strategy, task, train_loader, val_loader, callbacks)

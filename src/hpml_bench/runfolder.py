@@ -11,6 +11,7 @@ from hpml_bench.errors import HpmlError
 CONFIG = "config.yaml"
 OVERRIDES = "overrides.yaml"
 EPOCHS = "epochs.csv"
+RANKS = "ranks.csv"  # per-rank times of each epoch
 SUMMARY = "summary.json"
 LAST = Path("checkpoints") / "last.pt"
 

@@ -3,6 +3,7 @@ device- or process-related; it knows nothing of torch.distributed."""
 from __future__ import annotations
 
 import random
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -13,6 +14,10 @@ from hpml_bench.callbacks.base import Callback
 from hpml_bench.errors import HpmlError
 from hpml_bench.strategies import Strategy
 from hpml_bench.tasks import Task
+
+
+# Per-rank numbers of each epoch (ranks.csv); the epoch record holds their max (sum for samples).
+RANK_COLUMNS = ("data_s", "train_s", "run_s", "samples", "mem_peak_gib")
 
 
 @dataclass
@@ -95,7 +100,8 @@ class Trainer:
             self._fire("on_fetch_end")
             last = i + 1 == steps
             out = self.strategy.train_step(batch, step_optimizer=(i + 1) % accum == 0 or last, loss_scale=1 / accum)
-            self.train_metrics.update(out.logits, out.targets)
+            if out.n:  # a pipeline's earlier stages see no outputs
+                self.train_metrics.update(out.logits, out.targets)
             loss_sum += out.loss * out.n
             samples += out.n
             self._fire("on_step_end", out)
@@ -104,12 +110,23 @@ class Trainer:
             self._fire("on_fetch_start")
         self._fire("on_train_epoch_end", record)  # the timer fills data_s / train_s / run_s
         record.update(self._reduced_scores("train", loss_sum, samples, self.train_metrics))
-        record["samples"] = int(self.strategy.reduce(torch.tensor(float(samples)), "sum").item())
-        for key in ("data_s", "train_s", "run_s"):
-            record[key] = self.strategy.reduce(torch.tensor(record[key]), "max").item()
+        record["mem_peak_gib"] = self.strategy.memory_peak_gib()
+        record["samples"] = samples
+        ranks = self._per_rank(record)
+        record["ranks"] = ranks.tolist()
+        # The slowest rank sets the epoch's pace; every rank's samples count.
+        for i, key in enumerate(RANK_COLUMNS):
+            record[key] = ranks[:, i].sum().item() if key == "samples" else ranks[:, i].max().item()
+        record["samples"] = int(record["samples"])
         record["samples_per_s"] = record["samples"] / record["run_s"] if record["run_s"] > 0 else 0.0
-        record["mem_peak_gib"] = self.strategy.reduce(torch.tensor(self.strategy.memory_peak_gib()), "max").item()
         return record
+
+    def _per_rank(self, record: dict[str, Any]) -> torch.Tensor:
+        """[world, len(RANK_COLUMNS)]: each rank's own numbers, on every rank."""
+        world, rank = self.strategy.world_size, self.strategy.rank
+        rows = torch.zeros(world, len(RANK_COLUMNS), dtype=torch.float64)
+        rows[rank] = torch.tensor([float(record[key]) for key in RANK_COLUMNS], dtype=torch.float64)
+        return self.strategy.reduce(rows, "sum")
 
     def validate(self) -> dict[str, Any]:
         self.strategy.train(False)
@@ -120,7 +137,8 @@ class Trainer:
         self._fire("on_validation_start")
         for batch in self.val_loader:
             out = self.strategy.eval_step(batch)
-            self.val_metrics.update(out.logits, out.targets)
+            if out.n:
+                self.val_metrics.update(out.logits, out.targets)
             loss_sum += out.loss * out.n
             samples += out.n
         self._fire("on_validation_end", record)  # the timer fills val_s
@@ -131,7 +149,10 @@ class Trainer:
     def _reduced_scores(self, prefix: str, loss_sum: torch.Tensor, samples: int, metrics) -> dict[str, float]:
         totals = self.strategy.reduce(torch.stack([loss_sum.float().cpu(), torch.tensor(float(samples))]), "sum")
         scores = {f"{prefix}_loss": (totals[0] / totals[1].clamp(min=1)).item()}
-        scores.update({f"{prefix}_{k}": v.item() for k, v in metrics.compute().items()})  # torchmetrics syncs ranks
+        with warnings.catch_warnings():  # a pipeline's first stages never update: expected
+            warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+            computed = metrics.compute()  # torchmetrics sums the ranks' states
+        scores.update({f"{prefix}_{k}": v.item() for k, v in computed.items()})
         return scores
 
     def _lr(self) -> float:
@@ -148,7 +169,7 @@ class Trainer:
         return {
             "epoch": self.epoch + 1,
             "model": s.model_state(),
-            "optimizer": s.optimizer.state_dict(),
+            "optimizer": s.optimizer_state(),
             "scheduler": s.scheduler.state_dict() if s.scheduler is not None else None,
             "scaler": s.scaler.state_dict(),
             "history": self.history,
@@ -159,7 +180,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         s = self.strategy
         s.load_model_state(state["model"])
-        s.optimizer.load_state_dict(state["optimizer"])
+        s.load_optimizer_state(state["optimizer"])
         if s.scheduler is not None and state["scheduler"] is not None:
             s.scheduler.load_state_dict(state["scheduler"])
         s.scaler.load_state_dict(state["scaler"])

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from hpml_bench.callbacks.base import Callback
 from hpml_bench.ui import make_console
-from hpml_bench.runfolder import EPOCHS, SUMMARY, atomic_write_json, atomic_write_text
+from hpml_bench.runfolder import EPOCHS, RANKS, SUMMARY, atomic_write_json, atomic_write_text
 
 TIME_KEYS = ("data_s", "train_s", "run_s", "val_s", "samples_per_s", "mem_peak_gib")
 
@@ -29,6 +29,15 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def rank_table(history: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (epoch, rank): where each rank's time went, to spot stragglers."""
+    from hpml_bench.trainer import RANK_COLUMNS
+
+    rows = [{"epoch": r["epoch"], "rank": rank, **dict(zip(RANK_COLUMNS, values))}
+            for r in history for rank, values in enumerate(r["ranks"])]
+    return pd.DataFrame(rows)
+
+
 class EpochReport(Callback):
     """Prints one line per epoch and the table at the end; keeps epochs.csv current."""
 
@@ -44,7 +53,9 @@ class EpochReport(Callback):
             f"train {record['train_s']:.2f}s  run {record['run_s']:.2f}s  val {record['val_s']:.2f}s  "
             f"{record['samples_per_s']:.1f} samples/s  loss {record['train_loss']:.4f}  {metric} {record.get(metric, float('nan')):.4f}"
         )
-        atomic_write_text(self.run_dir / EPOCHS, pd.DataFrame(trainer.history).to_csv(index=False))
+        table = pd.DataFrame(trainer.history)
+        atomic_write_text(self.run_dir / EPOCHS, table.drop(columns="ranks").to_csv(index=False))
+        atomic_write_text(self.run_dir / RANKS, rank_table(trainer.history).to_csv(index=False))
 
     def on_fit_end(self, trainer) -> None:
         summary = {**self.info, **summarize(trainer.history)}

@@ -64,9 +64,10 @@ def build_datasets(cfg: DatasetConfig, task: str) -> tuple[Dataset, Dataset]:
 def build_loaders(cfg: DatasetConfig, strategy, task: str, seed: int) -> tuple[DataLoader, DataLoader]:
     """Train and validation loaders; the strategy supplies the samplers (sharding, shuffling)."""
     train_ds, val_ds = build_datasets(cfg, task)
-    train = _loader(cfg, train_ds, strategy.sampler(train_ds, shuffle=True, seed=seed), cfg.batch_size, cfg.drop_last)
+    full = strategy.needs_full_batches  # micro-batching needs every batch whole (drops the rest)
+    train = _loader(cfg, train_ds, strategy.sampler(train_ds, shuffle=True, seed=seed), cfg.batch_size, cfg.drop_last or full)
     val_batch = cfg.val_batch_size or cfg.batch_size
-    val = _loader(cfg, val_ds, strategy.sampler(val_ds, shuffle=False, seed=seed), val_batch, False)
+    val = _loader(cfg, val_ds, strategy.sampler(val_ds, shuffle=False, seed=seed), val_batch, full)
     return train, val
 
 

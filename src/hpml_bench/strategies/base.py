@@ -68,6 +68,14 @@ class Strategy:
         self.logits_fn: Callable = lambda out: out
 
     # -- life cycle -------------------------------------------------------------------
+    @classmethod
+    def preflight(cls, cfg, world_size: int) -> None:
+        """Refuse impossible combinations (HpmlError) before any process starts.
+
+        `cfg` is the whole TrainConfig; world_size is how many processes will run."""
+        if cfg.trainer.precision == "fp16" and not torch.cuda.is_available():
+            raise HpmlError("trainer.precision=fp16 needs a CUDA GPU (GradScaler); use bf16 or fp32 on CPU")
+
     def setup(self) -> None:
         """Choose the device (and, for distributed strategies, join the process group)."""
         self.device = self.resolve_device(self.step.device, self.local_rank)
@@ -95,13 +103,22 @@ class Strategy:
         if self.step.precision not in _AUTOCAST_DTYPES:
             raise HpmlError(f"trainer.precision={self.step.precision}: use one of fp32, bf16, fp16")
         if self.step.precision == "fp16" and self.device.type != "cuda":
-            raise HpmlError("trainer.precision=fp16 needs a CUDA GPU (GradScaler); use bf16 or fp32 on CPU")
+            raise HpmlError("trainer.precision=fp16 needs a CUDA GPU (GradScaler); use bf16 or fp32 on CPU (device=cpu)")
 
     # -- data -------------------------------------------------------------------------
+    @property
+    def data_parallel(self) -> tuple[int, int]:
+        """(replicas, this rank's replica) that split the data; a pipeline has one replica."""
+        return self.world_size, self.rank
+
+    # Strategies that split batches into micro-batches need every batch full.
+    needs_full_batches = False
+
     def sampler(self, dataset: Dataset, shuffle: bool, seed: int) -> DistributedSampler:
         """This rank's shard, reshuffled each epoch by set_epoch (also at world size 1,
         so a resumed run sees the same order as an uninterrupted one)."""
-        return DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank, shuffle=shuffle, seed=seed)
+        replicas, index = self.data_parallel
+        return DistributedSampler(dataset, num_replicas=replicas, rank=index, shuffle=shuffle, seed=seed)
 
     def to_device(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, targets = batch
@@ -112,16 +129,20 @@ class Strategy:
         return inputs, targets.to(self.device, non_blocking=non_blocking)
 
     # -- model ------------------------------------------------------------------------
-    def prepare(self, model: nn.Module, optimizer, loss_fn: Callable, scheduler=None,
+    def prepare(self, model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+                loss_fn: Callable, make_scheduler: Optional[Callable] = None,
                 logits_fn: Callable = lambda out: out) -> nn.Module:
-        """Move (and wrap) the model; keep what train_step needs. Returns the model to call."""
+        """Place and wrap the model, then build the optimizer over the parameters this rank
+        trains (a pipeline stage's, FSDP's shards). Returns the module train_step calls."""
         model = model.to(self.device)
         if self.step.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = self.wrap(model)
+        self.optimizer = make_optimizer(self.model)
         if self.step.compile:
             self.model = torch.compile(self.model)
-        self.optimizer, self.scheduler, self.loss_fn, self.logits_fn = optimizer, scheduler, loss_fn, logits_fn
+        self.scheduler = make_scheduler(self.optimizer) if make_scheduler else None
+        self.loss_fn, self.logits_fn = loss_fn, logits_fn
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.step.precision == "fp16")
         return self.model
 
@@ -165,12 +186,15 @@ class Strategy:
     def optimizer_step(self) -> None:
         if self.step.grad_clip_norm:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.step.grad_clip_norm)
+            self.clip_gradients(self.step.grad_clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None:
             self.scheduler.step()
+
+    def clip_gradients(self, max_norm: float) -> None:
+        nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
 
     @torch.no_grad()
     def eval_step(self, batch) -> StepOutput:
@@ -190,6 +214,10 @@ class Strategy:
 
     def barrier(self) -> None:
         """Wait for every rank."""
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """The main rank's `obj`, on every rank."""
+        return obj
 
     def synchronize(self) -> None:
         """Wait for this device's queued work, so host clocks count it."""
@@ -214,6 +242,12 @@ class Strategy:
 
     def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
         self.unwrapped().load_state_dict(state)
+
+    def optimizer_state(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_optimizer_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
 
     def save_checkpoint(self, path: Path, state: dict[str, Any]) -> None:
         """Written by the main rank to a temp file, then renamed: never a half file."""

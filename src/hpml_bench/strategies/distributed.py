@@ -1,0 +1,87 @@
+"""What every multi-process strategy shares: joining the process group, collectives."""
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from hpml_bench.errors import HpmlError
+from hpml_bench.strategies.base import StepSettings, Strategy, StrategyConfig
+from hpml_bench.strategies.dist_env import read_dist_env
+
+_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
+
+
+@dataclass
+class DistributedConfig(StrategyConfig):
+    timeout_s: float = 600.0  # a collective waiting longer than this fails the run (no hang)
+    # >1: `hpml train` starts this many local workers itself (torch's elastic launcher).
+    nproc_per_node: int = 1
+
+
+class DistributedStrategy(Strategy):
+    """Joins the default process group from torchrun/SLURM variables, or alone (world size 1)."""
+
+    def __init__(self, cfg: DistributedConfig, step: StepSettings):
+        super().__init__(cfg, step)
+        env = read_dist_env()
+        self.env = env
+        self.rank, self.local_rank, self.world_size = env.rank, env.local_rank, env.world_size
+        self._owns_group = False
+
+    @classmethod
+    def preflight(cls, cfg, world_size: int) -> None:
+        super().preflight(cfg, world_size)
+        cuda = torch.cuda.is_available() and cfg.device != "cpu"
+        if cfg.strategy.backend == "nccl" and not cuda:
+            raise HpmlError("strategy.backend=nccl needs CUDA GPUs; use strategy.backend=gloo (or auto) on CPU")
+        if cfg.strategy.backend not in ("auto", "gloo", "nccl"):
+            raise HpmlError(f"strategy.backend={cfg.strategy.backend}: use auto, gloo or nccl")
+        if cuda and world_size > torch.cuda.device_count() and cfg.strategy.nproc_per_node > 1:
+            raise HpmlError(f"strategy.nproc_per_node={world_size} but {torch.cuda.device_count()} GPUs are visible")
+
+    def setup(self) -> None:
+        super().setup()
+        self.backend = self._backend()
+        if dist.is_initialized():
+            return
+        timeout = datetime.timedelta(seconds=self.cfg.timeout_s)
+        if self.env.master_addr is None:  # one process, no launcher: an in-memory store
+            dist.init_process_group(self.backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
+        else:
+            dist.init_process_group(self.backend, init_method=f"tcp://{self.env.master_addr}:{self.env.master_port}",
+                                    rank=self.rank, world_size=self.world_size, timeout=timeout)
+        self._owns_group = True
+
+    def _backend(self) -> str:
+        if self.cfg.backend == "auto":
+            return "nccl" if self.device.type == "cuda" else "gloo"
+        return self.cfg.backend
+
+    def teardown(self) -> None:
+        if self._owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self._owns_group = False
+
+    def reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        comm_device = self.device if self.backend == "nccl" else torch.device("cpu")
+        out = tensor.detach().clone().to(comm_device)
+        dist.all_reduce(out, op=_OPS[op])
+        return out.to(tensor.device)
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def broadcast_object(self, obj: Any) -> Any:
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather_objects(self, obj: Any) -> list[Any] | None:
+        """Every rank's `obj`, in rank order, on the main rank (None elsewhere)."""
+        out = [None] * self.world_size if self.is_main else None
+        dist.gather_object(obj, out, dst=0)
+        return out

@@ -1,0 +1,67 @@
+"""`fsdp`: FSDP2 (`fully_shard`): parameters, gradients and optimizer state sharded over
+ranks; each block (the model's split points) is one all-gather unit."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+                                                     set_model_state_dict, set_optimizer_state_dict)
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+from hpml_bench.errors import HpmlError
+from hpml_bench.models import split_points
+from hpml_bench.strategies.base import STRATEGIES
+from hpml_bench.strategies.distributed import DistributedConfig, DistributedStrategy
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class FSDPConfig(DistributedConfig):
+    name: str = "fsdp"
+    param_dtype: str = "fp32"  # the dtype blocks compute in (mixed-precision policy)
+    reduce_dtype: str = "fp32"  # the dtype gradients are reduce-scattered in
+    reshard_after_forward: bool = True  # free gathered parameters after forward (less memory)
+
+    def __post_init__(self):
+        for knob in ("param_dtype", "reduce_dtype"):
+            if getattr(self, knob) not in _DTYPES:
+                raise HpmlError(f"strategy.{knob}={getattr(self, knob)}: use one of {', '.join(_DTYPES)}")
+
+
+@STRATEGIES.register("fsdp", config=FSDPConfig)
+class FSDPStrategy(DistributedStrategy):
+    _full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        cfg: FSDPConfig = self.cfg
+        policy = MixedPrecisionPolicy(param_dtype=_DTYPES[cfg.param_dtype], reduce_dtype=_DTYPES[cfg.reduce_dtype])
+        try:
+            blocks = split_points(model)
+        except HpmlError:
+            blocks = []  # no declared blocks: the whole model is one unit
+        for block in blocks:
+            if any(p.requires_grad for p in block.parameters()):
+                fully_shard(block, mp_policy=policy, reshard_after_forward=cfg.reshard_after_forward)
+        fully_shard(model, mp_policy=policy, reshard_after_forward=cfg.reshard_after_forward)
+        return model
+
+    def grad_sync(self, sync: bool):
+        self.unwrapped().set_requires_gradient_sync(sync)
+        return super().grad_sync(sync)
+
+    # Checkpoints hold full (unsharded) tensors, so a single-device run can load them.
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return get_model_state_dict(self.unwrapped(), options=self._full)
+
+    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        set_model_state_dict(self.unwrapped(), state, options=StateDictOptions(full_state_dict=True))
+
+    def optimizer_state(self) -> dict[str, Any]:
+        return get_optimizer_state_dict(self.unwrapped(), self.optimizer, options=self._full)
+
+    def load_optimizer_state(self, state: dict[str, Any]) -> None:
+        set_optimizer_state_dict(self.unwrapped(), self.optimizer, state, options=StateDictOptions(full_state_dict=True))

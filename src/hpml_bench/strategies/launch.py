@@ -1,0 +1,32 @@
+"""`strategy.nproc_per_node=N`: hpml starts N local workers itself (torch's elastic
+launcher, as torchrun does), so a workstation user needs no second tool."""
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+
+def launched_by_hpml_or_torchrun() -> bool:
+    """True inside a worker (torchrun, srun, or our own launcher set these)."""
+    return "LOCAL_RANK" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("SLURM_NTASKS", 1)) > 1
+
+
+def launch_workers(nproc: int, train_args: list[str]) -> int:
+    """Run `python -m hpml_bench train <train_args>` in nproc processes; their exit code."""
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"hpml-{uuid.uuid4().hex[:8]}",
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
+    # As torchrun does: share the cores instead of each worker taking them all.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    try:
+        elastic_launch(config, sys.executable)("-m", "hpml_bench", "train", *train_args)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        # A worker's own `error:` line (or traceback) is already on stderr above this one.
+        print(f"error: worker rank {rank} failed with exit code {failure.exitcode}; the others were stopped",
+              file=sys.stderr)
+        return 2 if failure.exitcode == 2 else 1
+    return 0

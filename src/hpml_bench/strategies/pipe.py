@@ -1,0 +1,166 @@
+"""`pipe`: pipeline parallelism with torch.distributed.pipelining.
+
+The model is cut at its declared split points into one stage per rank (or several with
+the interleaved schedule); each batch is split into micro-batches that flow through the
+stages on a GPipe, 1F1B or interleaved-1F1B schedule. The last stage computes the loss and
+the outputs; the other ranks report zero samples, so the summed epoch record is complete.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B
+
+from hpml_bench.errors import HpmlError
+from hpml_bench.models import split_points
+from hpml_bench.strategies.base import STRATEGIES, StepOutput
+from hpml_bench.strategies.distributed import DistributedConfig, DistributedStrategy
+
+_SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B, "interleaved_1f1b": ScheduleInterleaved1F1B}
+
+
+@dataclass
+class PipeConfig(DistributedConfig):
+    name: str = "pipe"
+    schedule: str = "gpipe"  # gpipe | 1f1b | interleaved_1f1b
+    n_microbatches: int = 4
+    stages_per_rank: int = 1  # >1 with interleaved_1f1b
+    # Indices of split points after which to cut (len = stages - 1); null = balance parameters.
+    split_after: Optional[list[int]] = None
+
+    def __post_init__(self):
+        if self.schedule not in _SCHEDULES:
+            raise HpmlError(f"strategy.schedule={self.schedule}: use one of {', '.join(_SCHEDULES)}")
+        if self.n_microbatches <= 0 or self.stages_per_rank <= 0:
+            raise HpmlError("strategy.n_microbatches and strategy.stages_per_rank must be positive")
+        if self.stages_per_rank > 1 and self.schedule != "interleaved_1f1b":
+            raise HpmlError("strategy.stages_per_rank>1 needs strategy.schedule=interleaved_1f1b")
+
+
+def balanced_cuts(sizes: list[int], n_stages: int) -> list[int]:
+    """Indices after which to cut `sizes` into n_stages contiguous, non-empty groups of
+    roughly equal total size."""
+    total, cuts = sum(sizes), []
+    running = list(accumulate(sizes))
+    for k in range(1, n_stages):
+        target = total * k / n_stages
+        lowest = cuts[-1] + 1 if cuts else 0
+        highest = len(sizes) - 1 - (n_stages - k)
+        best = min(range(lowest, highest + 1), key=lambda i: abs(running[i] - target))
+        cuts.append(best)
+    return cuts
+
+
+@STRATEGIES.register("pipe", config=PipeConfig)
+class PipeStrategy(DistributedStrategy):
+    needs_full_batches = True
+
+    @property
+    def data_parallel(self) -> tuple[int, int]:
+        return 1, 0  # every rank iterates the same batches; stage 0 reads inputs, the last targets
+
+    @classmethod
+    def preflight(cls, cfg, world_size: int) -> None:
+        super().preflight(cfg, world_size)
+        if cfg.trainer.precision == "fp16":
+            raise HpmlError("strategy=pipe does not support trainer.precision=fp16 (GradScaler); use bf16")
+        if cfg.trainer.grad_accum_steps != 1:
+            raise HpmlError("strategy=pipe accumulates over micro-batches: set trainer.grad_accum_steps=1 "
+                            "and raise strategy.n_microbatches instead")
+        if cfg.dataset.batch_size % cfg.strategy.n_microbatches:
+            raise HpmlError(f"dataset.batch_size={cfg.dataset.batch_size} does not split into strategy.n_microbatches="
+                            f"{cfg.strategy.n_microbatches}; pick a batch size divisible by it")
+        from hpml_bench.models import build_model_from_config
+
+        with torch.device("meta"):  # the model's shape only, to count its split points
+            blocks = split_points(build_model_from_config(cfg.model))
+        stages = world_size * cfg.strategy.stages_per_rank
+        if len(blocks) < stages:
+            raise HpmlError(f"strategy=pipe needs {stages} stages ({world_size} processes x "
+                            f"{cfg.strategy.stages_per_rank}) but model {cfg.model.name} has {len(blocks)} split points; "
+                            f"use fewer processes")
+
+    @property
+    def n_stages(self) -> int:
+        return self.world_size * self.cfg.stages_per_rank
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        blocks = split_points(model)
+        cuts = self.cfg.split_after or balanced_cuts([sum(p.numel() for p in b.parameters()) for b in blocks], self.n_stages)
+        if len(cuts) != self.n_stages - 1:
+            raise HpmlError(f"strategy.split_after needs {self.n_stages - 1} indices, got {len(cuts)}")
+        bounds = [0, *[c + 1 for c in cuts], len(blocks)]
+        groups = [nn.Sequential(*blocks[a:b]) for a, b in zip(bounds, bounds[1:])]
+        self.full_model = model
+        self.stage_ids = [self.rank + k * self.world_size for k in range(self.cfg.stages_per_rank)]
+        self.stage_modules = nn.ModuleList([groups[i] for i in self.stage_ids])
+        self._schedule = None
+        return self.stage_modules
+
+    def schedule(self):
+        """Built on first use, when the loss function is known."""
+        if self._schedule is None:
+            stages = [PipelineStage(m, i, self.n_stages, self.device) for m, i in zip(self.stage_modules, self.stage_ids)]
+            cls = _SCHEDULES[self.cfg.schedule]
+            first = stages if cls is ScheduleInterleaved1F1B else stages[0]
+            self._schedule = cls(first, n_microbatches=self.cfg.n_microbatches, loss_fn=self.loss_fn)
+        return self._schedule
+
+    def _run(self, batch, train: bool) -> StepOutput:
+        inputs, targets = self.to_device(batch)
+        if inputs.shape[0] % self.cfg.n_microbatches:
+            raise HpmlError(f"batch of {inputs.shape[0]} does not split into strategy.n_microbatches="
+                            f"{self.cfg.n_microbatches}; pick a dataset.batch_size divisible by it")
+        first, last = 0 in self.stage_ids, self.n_stages - 1 in self.stage_ids
+        args = (inputs,) if first else ()
+        kwargs: dict[str, Any] = {"target": targets, "losses": []} if last else {}
+        with self.autocast():
+            out = self.schedule().step(*args, **kwargs) if train else self.schedule().eval(*args, **kwargs)
+        if not last:
+            return StepOutput(torch.zeros((), device=self.device), torch.empty(0), torch.empty(0), 0)
+        loss = torch.stack([l.detach().float() for l in kwargs["losses"]]).mean()
+        return StepOutput(loss, self.logits_fn(out).detach(), targets, len(targets))
+
+    def train_step(self, batch, step_optimizer: bool = True, loss_scale: float = 1.0) -> StepOutput:
+        out = self._run(batch, train=True)
+        if step_optimizer:
+            self.optimizer_step()
+        return out
+
+    @torch.no_grad()
+    def eval_step(self, batch) -> StepOutput:
+        return self._run(batch, train=False)
+
+    def clip_gradients(self, max_norm: float) -> None:
+        """Clip by the norm over every stage's gradients, not just this rank's."""
+        grads = [p.grad for p in self.stage_modules.parameters() if p.grad is not None]
+        local = torch.stack([g.float().norm() ** 2 for g in grads]).sum() if grads else torch.zeros(())
+        factor = (max_norm / (self.reduce(local.cpu(), "sum").sqrt() + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(factor.to(g.device))
+
+    def unwrapped(self) -> nn.Module:
+        return self.full_model
+
+    # -- checkpoints: stages are gathered into one full state_dict on the main rank ---------
+    def model_state(self) -> dict[str, torch.Tensor]:
+        owned = {id(t) for t in [*self.stage_modules.parameters(), *self.stage_modules.buffers()]}
+        local = {k: v.detach().cpu() for k, v in self.full_model.state_dict(keep_vars=True).items() if id(v) in owned}
+        parts = self.gather_objects(local)
+        return {k: v for part in parts for k, v in part.items()} if parts else {}
+
+    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.full_model.load_state_dict(state)
+
+    def optimizer_state(self) -> dict[str, Any]:
+        return {"per_rank": self.gather_objects(self.optimizer.state_dict())}
+
+    def load_optimizer_state(self, state: dict[str, Any]) -> None:
+        per_rank = state["per_rank"]
+        if len(per_rank) != self.world_size:
+            raise HpmlError(f"this checkpoint was written by {len(per_rank)} pipeline ranks; resume with as many")
+        self.optimizer.load_state_dict(per_rank[self.rank])

@@ -15,6 +15,8 @@ usage: hpml <command> [overrides...]
 commands:
   train   train a model and print the per-epoch time table (data / train / run / val)
           e.g. hpml train model=resnet50 dataset=cifar10 trainer.epochs=5
+  prepare decode and resize an on-disk data set once into a cache (then dataset.cache=true)
+          e.g. hpml prepare dataset=lgg_mri dataset.root=~/data/lgg-mri-segmentation
   list    list registered choices: hpml list models|datasets|strategies|optimizers|schedulers|loggers
 
 `hpml train --help` lists the config groups and every key with its default.
@@ -42,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
 def report_error(exc: HpmlError) -> int:
     if os.environ.get("HPML_DEBUG") == "1":
         traceback.print_exc()
-    print(f"error: {exc}", file=sys.stderr)
+    message = str(exc).strip()
+    if "Original Traceback" in message:  # raised in a DataLoader worker: keep the worker's own line
+        message = message.splitlines()[-1].split(": ", 1)[-1]
+    print(f"error: {message}", file=sys.stderr)
     return 2
 
 
@@ -71,6 +76,12 @@ def train_command(args: list[str]) -> int:
     return hydra_app.run(args)
 
 
+def prepare_command(args: list[str]) -> int:
+    from hpml_bench.data.prepare import prepare_from_overrides
+
+    return prepare_from_overrides(args)
+
+
 def list_command(args: list[str]) -> int:
     from hpml_bench.listing import print_listing
 
@@ -79,7 +90,7 @@ def list_command(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": train_command, "list": list_command}
+COMMANDS = {"train": train_command, "prepare": prepare_command, "list": list_command}
 
 
 if __name__ == "__main__":

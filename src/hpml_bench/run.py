@@ -96,7 +96,7 @@ def _run_info(cfg: TrainConfig, strategy: Strategy, model: torch.nn.Module, choi
         "strategy": cfg.strategy.name,
         "world_size": strategy.world_size,
         "batch_per_rank": cfg.dataset.batch_size,
-        "global_batch": cfg.dataset.batch_size * strategy.world_size,
+        "global_batch": cfg.dataset.batch_size * strategy.data_parallel[0],  # a pipeline's ranks share batches
         "grad_accum_steps": cfg.trainer.grad_accum_steps,
         "precision": cfg.trainer.precision,
         "parameters": count_parameters(model),

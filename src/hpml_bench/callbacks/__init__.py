@@ -7,6 +7,7 @@ from typing import Any
 
 from hpml_bench.callbacks.base import Callback
 from hpml_bench.callbacks.checkpoint import Checkpointer
+from hpml_bench.callbacks.data_stall import DataStallWarning
 from hpml_bench.callbacks.loggers import LoggerConfig, TensorBoardLogger, WandbLogger
 from hpml_bench.callbacks.progress import ProgressBar
 from hpml_bench.callbacks.report import EpochReport
@@ -25,6 +26,7 @@ def build_callbacks(cfg, strategy, task, run_dir: Path, info: dict[str, Any], co
     if show_bar:
         callbacks.append(ProgressBar())
     callbacks.append(EpochReport(run_dir, info))
+    callbacks.append(DataStallWarning())
     logger: LoggerConfig = cfg.logger
     if logger.tensorboard:
         callbacks.append(TensorBoardLogger(run_dir / "tb"))

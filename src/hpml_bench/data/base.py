@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -37,6 +37,9 @@ class DatasetConfig:
     drop_last: bool = False
     augment: bool = True
 
+    # What `hpml prepare` caches when no task= is given.
+    default_task: ClassVar[str] = "classification"
+
     def __post_init__(self):
         for knob in ("batch_size", "image_size", "num_classes", "channels"):
             if getattr(self, knob) <= 0:
@@ -54,7 +57,12 @@ def normalize(channels: int) -> v2.Normalize:
 
 def build_datasets(cfg: DatasetConfig, task: str) -> tuple[Dataset, Dataset]:
     """(train, validation) data sets for `task` ('classification' or 'segmentation')."""
-    train, val = DATASETS.get(cfg.name)(cfg, task)
+    if getattr(cfg, "cache", False):
+        from hpml_bench.data.cache import load_cache
+
+        train, val = load_cache(cfg, task)
+    else:
+        train, val = DATASETS.get(cfg.name)(cfg, task)
     for split, ds in (("train", train), ("validation", val)):
         if len(ds) == 0:
             raise HpmlError(f"dataset {cfg.name}: the {split} split is empty; check dataset.root={cfg.root}")
@@ -65,16 +73,26 @@ def build_loaders(cfg: DatasetConfig, strategy, task: str, seed: int) -> tuple[D
     """Train and validation loaders; the strategy supplies the samplers (sharding, shuffling)."""
     train_ds, val_ds = build_datasets(cfg, task)
     full = strategy.needs_full_batches  # micro-batching needs every batch whole (drops the rest)
-    train = _loader(cfg, train_ds, strategy.sampler(train_ds, shuffle=True, seed=seed), cfg.batch_size, cfg.drop_last or full)
+    sampler = strategy.sampler(train_ds, shuffle=True, seed=seed)
+    # A last training batch of one sample breaks batch norm ("expected more than 1 value per channel").
+    lone_last = len(sampler) > 1 and len(sampler) % cfg.batch_size == 1
+    train = _loader(cfg, train_ds, sampler, cfg.batch_size, cfg.drop_last or full or lone_last)
     val_batch = cfg.val_batch_size or cfg.batch_size
     val = _loader(cfg, val_ds, strategy.sampler(val_ds, shuffle=False, seed=seed), val_batch, full)
     return train, val
 
 
 def _loader(cfg: DatasetConfig, ds: Dataset, sampler, batch_size: int, drop_last: bool) -> DataLoader:
+    from hpml_bench.data.files import skip_none_collate
+
+    from hpml_bench.data.cache import batch_collate
+
     workers = cfg.num_workers
+    skipping = getattr(cfg, "on_corrupt", "error") == "skip"
+    collate = batch_collate if hasattr(ds, "__getitems__") else skip_none_collate if skipping else None
     return DataLoader(
         ds,
+        collate_fn=collate,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,

@@ -1,0 +1,166 @@
+"""Images (and masks) read from files: the decode path every on-disk data set shares.
+
+Each image goes: decode (PIL) -> uint8 tensor -> `fixed` transforms (centre crop, resize;
+what `hpml prepare` bakes into its cache) -> `augment` (random, every epoch) -> float,
+normalised. Masks travel with their image as tv_tensors.Mask (nearest-neighbour resize)
+and end as int64 class maps {0, 1}.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset, default_collate
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from hpml_bench.data.base import DatasetConfig, normalize
+from hpml_bench.errors import HpmlError
+
+
+@dataclass
+class FileDatasetConfig(DatasetConfig):
+    """On-disk data sets: where they are, how they split, how images are prepared."""
+
+    val_fraction: float = 0.1  # when the layout has no validation split of its own
+    split_seed: int = 0
+    center_crop: Optional[int] = None  # before resizing, in source pixels
+    random_crop_padding: int = 0  # >0: pad-and-random-crop augmentation (CIFAR style)
+    on_corrupt: str = "error"  # error | skip (skip counts and reports unreadable images)
+    cache: bool = False  # train from `hpml prepare`'s pre-decoded cache
+    cache_dir: Optional[str] = None  # default <root>/.hpml-cache
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.on_corrupt not in ("error", "skip"):
+            raise HpmlError(f"dataset.on_corrupt={self.on_corrupt}: use error or skip")
+        if not 0 < self.val_fraction < 1:
+            raise HpmlError(f"dataset.val_fraction={self.val_fraction} must be between 0 and 1")
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: Path
+    label: int = -1
+    mask: Optional[Path] = None
+
+
+def fixed_transform(cfg: FileDatasetConfig) -> v2.Transform:
+    """Deterministic steps (the cache stores their output)."""
+    steps = [v2.CenterCrop(cfg.center_crop)] if cfg.center_crop else []
+    return v2.Compose(steps + [v2.Resize((cfg.image_size, cfg.image_size), antialias=True)])
+
+
+def augment_transform(cfg: FileDatasetConfig, train: bool) -> v2.Transform:
+    """Random steps, drawn anew every epoch, then float conversion and normalisation."""
+    steps = []
+    if train and cfg.augment:
+        if cfg.random_crop_padding:
+            steps.append(v2.RandomCrop(cfg.image_size, padding=cfg.random_crop_padding))
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose(steps + [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+                               normalize(cfg.channels)])
+
+
+def read_image(path: Path, channels: int) -> torch.Tensor:
+    """uint8 [C, H, W]; HpmlError naming the file when it cannot be decoded."""
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB" if channels == 3 else "L")
+            array = np.asarray(img, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        error = CorruptImage(f"cannot read image {path} ({type(exc).__name__}); fix or remove it, "
+                             f"or set dataset.on_corrupt=skip")
+        error.path = path
+        raise error from exc
+    return torch.from_numpy(array.copy()).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1)
+
+
+def read_mask(path: Path) -> torch.Tensor:
+    """{0, 1} uint8 [H, W] from a 0/255 mask (any channel count)."""
+    return (read_image(path, 1)[0] > 127).to(torch.uint8)
+
+
+class CorruptImage(HpmlError):
+    """An image that cannot be decoded (`.path` names it)."""
+
+    path: Path
+
+
+class FileImages(Dataset):
+    """Samples decoded on the fly. With on_corrupt=skip an unreadable sample yields None
+    (dropped by `skip_none_collate`) and a warning naming the file."""
+
+    def __init__(self, samples: Sequence[Sample], cfg: FileDatasetConfig, task: str, train: bool):
+        self.samples, self.cfg = list(samples), cfg
+        self.segmentation = task == "segmentation"
+        self.fixed, self.augment = fixed_transform(cfg), augment_transform(cfg, train)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def decode(self, i: int):
+        """(uint8 image after the fixed transforms, target) — what the cache stores."""
+        s = self.samples[i]
+        image = tv_tensors.Image(read_image(s.image, self.cfg.channels))
+        if not self.segmentation:
+            return self.fixed(image), torch.tensor(s.label)
+        mask = read_mask(s.mask)
+        if mask.shape != image.shape[-2:]:
+            raise HpmlError(f"mask {s.mask} is {tuple(mask.shape)} but its image {s.image} is "
+                            f"{tuple(image.shape[-2:])}; masks must match their images")
+        return self.fixed(image, tv_tensors.Mask(mask))
+
+    def __getitem__(self, i: int):
+        try:
+            image, target = self.decode(i)
+        except CorruptImage as exc:
+            if self.cfg.on_corrupt == "error":
+                raise
+            print(f"warning: skipping unreadable image {exc.path}", file=sys.stderr)
+            return None
+        return finish(self.augment, image, target, self.segmentation)
+
+
+def finish(augment: v2.Transform, image: torch.Tensor, target: torch.Tensor, segmentation: bool):
+    """Random augmentation + normalisation on a decoded (or cached) sample."""
+    if segmentation:
+        image, mask = augment(tv_tensors.Image(image), tv_tensors.Mask(target))
+        return image, mask.as_subclass(torch.Tensor).long()
+    return augment(tv_tensors.Image(image)).as_subclass(torch.Tensor), target
+
+
+def skip_none_collate(batch):
+    """default_collate over the samples that could be read."""
+    return default_collate([b for b in batch if b is not None])
+
+
+def check_labels(samples: Sequence[Sample], num_classes: int, where: str) -> None:
+    bad = next((s for s in samples if not 0 <= s.label < num_classes), None)
+    if bad is not None:
+        raise HpmlError(f"label {bad.label} of {bad.image} (in {where}) is outside [0, {num_classes}); "
+                        f"fix the labels or set dataset.num_classes")
+
+
+def seeded_split(groups: Sequence, val_fraction: float, seed: int) -> tuple[list, list]:
+    """Shuffle `groups` with a seed and cut off val_fraction (at least one) for validation."""
+    order = np.random.default_rng(seed).permutation(len(groups))
+    n_val = max(1, int(round(len(groups) * val_fraction)))
+    val = [groups[i] for i in sorted(order[:n_val])]
+    train = [groups[i] for i in sorted(order[n_val:])]
+    return train, val
+
+
+def require_root(cfg: FileDatasetConfig, expected: str, source: str) -> Path:
+    """The data set root, or an HpmlError saying which layout was expected and where to get it."""
+    if not cfg.root:
+        raise HpmlError(f"dataset={cfg.name} needs dataset.root=<folder holding {expected}>; get it from {source}")
+    root = Path(cfg.root)
+    if not root.is_dir():
+        raise HpmlError(f"dataset.root={cfg.root} does not exist; expected {expected} there (from {source})")
+    return root

@@ -1,0 +1,26 @@
+"""The `hpml prepare` command: build a data set's cache from the same overrides as a run."""
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from hpml_bench.errors import HpmlError
+
+
+def prepare_from_overrides(args: list[str]) -> int:
+    from hpml_bench.config import compose_train, config_error_line
+    from hpml_bench.data.cache import cache_folder, prepare_cache
+
+    dcfg = compose_train(args)
+    try:
+        dataset = OmegaConf.to_object(dcfg.dataset)
+    except Exception as exc:
+        if isinstance(exc.__cause__, HpmlError):
+            raise exc.__cause__ from None
+        raise HpmlError(config_error_line(exc)) from exc
+    task = dcfg.task if dcfg.task != "auto" else dataset.default_task
+    index = prepare_cache(dataset, task)
+    for split, info in index["splits"].items():
+        skipped = f", skipped {len(info['skipped'])} unreadable: {', '.join(info['skipped'][:3])}" if info["skipped"] else ""
+        print(f"{split}: {info['count']} samples{skipped}")
+    print(f"cache: {cache_folder(dataset, task)} ({index['seconds']:.1f} s); train from it with dataset.cache=true")
+    return 0

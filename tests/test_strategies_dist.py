@@ -86,6 +86,17 @@ def test_fsdp_matches_ddp_and_its_checkpoint_loads_on_one_device(hpml, tmp_path)
     model.load_state_dict(fsdp)  # full, unsharded tensors
 
 
+def test_fsdp_shards_a_model_with_batch_norm_and_grouped_split_points(hpml, tmp_path):
+    # ResNet's stem/head split points are Sequentials made up for grouping: FSDP must skip them.
+    result = hpml("train", "model=resnet18", "dataset=synthetic", "dataset.image_size=16", "dataset.num_train=64",
+                  "dataset.num_val=16", "dataset.batch_size=16", "trainer.epochs=1", "trainer.progress=never",
+                  "strategy=fsdp", "strategy.nproc_per_node=2")
+    assert result.rc == 0, result.err
+    state = torch.load(next((tmp_path / "runs").glob("*/checkpoints/last.pt")), weights_only=True)["model"]
+    model = hpml_bench.build_model("resnet18", num_classes=10, in_channels=3)
+    model.load_state_dict(state)
+
+
 def test_fp16_gradient_compression_stays_close_to_fp32(hpml, tmp_path):
     train(hpml, "fp32", "strategy=ddp", "strategy.nproc_per_node=2", "dataset.batch_size=16")
     train(hpml, "fp16", "strategy=ddp", "strategy.nproc_per_node=2", "dataset.batch_size=16", "strategy.comm_hook=fp16")

@@ -43,8 +43,11 @@ class FSDPStrategy(DistributedStrategy):
             blocks = split_points(model)
         except HpmlError:
             blocks = []  # no declared blocks: the whole model is one unit
+        # Only blocks the model's forward really calls: a split point may be a Sequential made
+        # up to group modules (ResNet's stem), whose own forward hooks would never run.
+        real = {id(m) for m in model.modules()}
         for block in blocks:
-            if any(p.requires_grad for p in block.parameters()):
+            if id(block) in real and any(p.requires_grad for p in block.parameters()):
                 fully_shard(block, mp_policy=policy, reshard_after_forward=cfg.reshard_after_forward)
         fully_shard(model, mp_policy=policy, reshard_after_forward=cfg.reshard_after_forward)
         return model

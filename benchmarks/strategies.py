@@ -1,7 +1,7 @@
 """Strategies side by side on one small model.
 
-1. `single` against `ddp` at world size 1, in this process, alternating rounds: what the
-   DDP wrapper itself costs (target: ddp/single >= 0.98).
+1. `single` against `ddp` at world size 1, in this process, alternating rounds (ABBA order):
+   what the DDP wrapper itself costs (target: ddp/single >= 0.98).
 2. Every multi-process strategy with 2 ranks (`strategy.nproc_per_node=2`), through the CLI.
 
 On a CPU machine these numbers show each strategy's overhead, not GPU scaling: the 2 ranks
@@ -67,19 +67,21 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--only-world-size-1", action="store_true", help="skip the 2-rank runs")
     args = p.parse_args()
     rows, failures = [], []
     with tempfile.TemporaryDirectory() as tmp:
         single, ddp = [], []
         for i in range(args.rounds):
-            single.append(in_process(args, "single", Path(tmp) / f"s{i}"))
-            ddp.append(in_process(args, "ddp", Path(tmp) / f"d{i}"))
+            # ABBA order: whichever runs second in a round does not always pay for it.
+            for strategy in ("single", "ddp") if i % 2 == 0 else ("ddp", "single"):
+                (single if strategy == "single" else ddp).append(in_process(args, strategy, Path(tmp) / f"{strategy}{i}"))
             print(f"round {i}: single {single[-1]:.1f}, ddp(ws=1) {ddp[-1]:.1f} samples/s", file=sys.stderr)
         base_rate = statistics.median(single)
         rows.append(("single", 1, args.batch_size, base_rate))
         rows.append(("ddp", 1, args.batch_size, statistics.median(ddp)))
         ratios = [d / s for s, d in zip(single, ddp)]
-        for name, extra in TWO_RANK.items():
+        for name, extra in ({} if args.only_world_size_1 else TWO_RANK).items():
             s = two_ranks(args, extra, Path(tmp) / name.replace(" ", "_"))
             if "failed" in s:
                 failures.append(f"{name}: {s['failed']}")

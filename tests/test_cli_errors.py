@@ -11,7 +11,7 @@ from conftest import TINY, hpml_subprocess, only_run_folder
 @pytest.mark.parametrize("args, message", [
     (["model=resnt18"], "unknown model 'resnt18' (did you mean 'resnet18'?)"),
     (["dataset=cifar"], "unknown dataset 'cifar' (did you mean 'cifar10'?)"),
-    (["strategy=dpp"], "unknown strategy 'dpp' (did you mean 'ddp'?)"),
+    (["strategy=fsdpp"], "unknown strategy 'fsdpp' (did you mean 'fsdp'?)"),
     (["model.name=resnett"], "unknown model 'resnett' (did you mean 'resnet'?)"),
     (["dataset.batch_size=0"], "dataset.batch_size=0 must be positive"),
     (["trainer.epochs=-2"], "trainer.epochs=-2 must be positive"),

@@ -12,8 +12,7 @@ def _setup(settings=StepSettings(device="cpu"), lr=0.1):
     model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
     strategy = build_strategy(StrategyConfig(name="single"), settings)
     strategy.setup()
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    strategy.prepare(model, opt, nn.CrossEntropyLoss())
+    strategy.prepare(model, lambda m: torch.optim.SGD(m.parameters(), lr=lr), nn.CrossEntropyLoss())
     return strategy, model
 
 

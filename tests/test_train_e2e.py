@@ -63,7 +63,9 @@ def test_list_models_datasets_strategies_optimizers(hpml):
 def test_help_texts(hpml, capsys):
     assert "hpml train" in hpml("--help").out
     result = hpml("train", "--help")
-    assert "Config groups" in result.out and "strategy: ddp, dp, fsdp, pipe, single" in result.out
+    assert result.rc == 0 and "Config groups" in result.out
+    assert "strategy: ddp, dp, fsdp, pipe, single" in result.out and "_schema" not in result.out
+    assert "epochs: 4" in result.out  # the default config, every key
 
 
 def test_cfg_job_prints_config_without_running(hpml, tmp_path):

@@ -56,6 +56,11 @@ def train_command(args: list[str]) -> int:
     from hpml_bench.resume import with_resumed_overrides
     from hpml_bench.runfolder import check_run_folder
 
+    if "--help" in args or "-h" in args:
+        from hpml_bench.help import train_help
+
+        print(train_help([a for a in args if a not in ("--help", "-h")]))
+        return 0
     args = with_resumed_overrides(args)
     if not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
         # Check the config and the run folder before Hydra makes a folder and starts,

@@ -110,11 +110,14 @@ class Trainer:
             self._fire("on_fetch_start")
         self._fire("on_train_epoch_end", record)  # the timer fills data_s / train_s / run_s
         record.update(self._reduced_scores("train", loss_sum, samples, self.train_metrics))
+        return self._reduce_over_ranks(record, samples)
+
+    def _reduce_over_ranks(self, record: dict[str, Any], samples: int) -> dict[str, Any]:
+        """Times and memory: the slowest rank's; samples: every rank's, summed."""
         record["mem_peak_gib"] = self.strategy.memory_peak_gib()
         record["samples"] = samples
         ranks = self._per_rank(record)
         record["ranks"] = ranks.tolist()
-        # The slowest rank sets the epoch's pace; every rank's samples count.
         for i, key in enumerate(RANK_COLUMNS):
             record[key] = ranks[:, i].sum().item() if key == "samples" else ranks[:, i].max().item()
         record["samples"] = int(record["samples"])

@@ -158,6 +158,18 @@ def test_local_weights_file_loads_and_bad_files_are_clear(tmp_path):
         hpml_bench.build_model("hct_tiny", weights=str(tmp_path / "bad.pt"))
 
 
+def test_weights_for_other_classes_load_all_but_the_head(tmp_path, capsys):
+    torch.manual_seed(2)
+    imagenet_like = hpml_bench.build_model("resnet18", num_classes=1000, in_channels=3)
+    torch.save(imagenet_like.state_dict(), tmp_path / "r18.pt")
+    tuned = hpml_bench.build_model("resnet18", num_classes=4, in_channels=3, weights=str(tmp_path / "r18.pt"))
+    assert torch.equal(tuned.layer4[1].conv2.weight, imagenet_like.layer4[1].conv2.weight)
+    assert tuned.fc.weight.shape == (4, 512)
+    assert "head fc has another class count there; it starts fresh" in capsys.readouterr().out
+    with pytest.raises(HpmlError, match="does not fit this model"):  # a body mismatch stays an error
+        hpml_bench.build_model("resnet18", num_classes=4, in_channels=1, weights=str(tmp_path / "r18.pt"))
+
+
 def test_inception_aux_logits_add_weighted_loss():
     from hpml_bench.tasks import build_task
 

@@ -64,11 +64,35 @@ def load_local_weights(model: nn.Module, path: str) -> None:
     except Exception as exc:  # a corrupt or non-tensor file
         raise HpmlError(f"model.weights={path} could not be read ({type(exc).__name__}); is it a state_dict?") from exc
     state = state.get("model", state) if isinstance(state, dict) else state
+    state = _without_resized_head(model, state, path)
     try:
-        model.load_state_dict(state)
+        result = model.load_state_dict(state, strict=False)  # shape mismatches still raise
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise HpmlError(f"model.weights={path} does not fit this model: {first}") from exc
+    prefix = _head_prefix(model) or "\0"
+    missing = [k for k in result.missing_keys if not k.startswith(prefix)]  # only a dropped head may be missing
+    if missing or result.unexpected_keys:
+        keys = (missing + result.unexpected_keys)[:3]
+        raise HpmlError(f"model.weights={path} does not fit this model: keys {', '.join(keys)} are missing or unexpected")
+
+
+def _head_prefix(model: nn.Module) -> str | None:
+    try:
+        head = head_of(model)
+    except HpmlError:
+        return None
+    return next((f"{name}." for name, m in model.named_modules() if m is head), None)
+
+
+def _without_resized_head(model: nn.Module, state: dict, path: str) -> dict:
+    """Fine-tuning: a file trained for other classes loads everything but its head, which
+    keeps its fresh initialisation. A shape mismatch anywhere else is still an error."""
+    prefix, own = _head_prefix(model), model.state_dict()
+    resized = [k for k, v in state.items() if prefix and k.startswith(prefix) and k in own and own[k].shape != v.shape]
+    if resized:
+        print(f"note: model.weights={path}: head {prefix[:-1]} has another class count there; it starts fresh")
+    return {k: v for k, v in state.items() if k not in resized}
 
 
 def head_of(model: nn.Module) -> nn.Module:

@@ -1,5 +1,4 @@
 """Each user mistake through the real CLI: one `error:` line, exit code 2, nothing lost."""
-import pickle
 import urllib.error
 
 import pytest

@@ -2,10 +2,9 @@
 import pickle
 
 import numpy as np
-import pytest
 import torch
 
-from conftest import TINY, only_run_folder, read_run
+from conftest import only_run_folder, read_run
 from hpml_bench.data.shapes import SHAPES, ShapesConfig, build_shapes, generate_shapes
 
 

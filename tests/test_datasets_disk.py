@@ -1,6 +1,4 @@
 """The seeds' data sets in their on-disk layouts: reading, splits, transforms, errors, cache."""
-import json
-import os
 
 import numpy as np
 import pytest
@@ -77,7 +75,7 @@ def test_flip_moves_image_and_mask_together(tmp_path):
     train, _ = build_datasets(cfg, "segmentation")
     plain, _ = build_datasets(dataset_cfg("dataset=lgg_mri", f"dataset.root={tmp_path / 'lgg'}",
                                           "dataset.image_size=16", "dataset.augment=false"), "segmentation")
-    x0, m0 = plain.samples and plain[0]
+    x0, m0 = plain[0]
     seen = set()
     for seed in range(20):
         torch.manual_seed(seed)

@@ -1,7 +1,6 @@
 """End-to-end `hpml train` runs on tiny settings: table, run folder, checkpoints, resume."""
 import json
 
-import pandas as pd
 import pytest
 import torch
 

@@ -5,7 +5,6 @@ import torch
 from rich.table import Table
 
 from hpml_bench.config import CONF_DIR, choices
-from hpml_bench.errors import HpmlError
 from hpml_bench.registry import unknown_choice
 from hpml_bench.ui import make_console
 

@@ -1,12 +1,11 @@
 """`hpml <command> [overrides]`: pops the command and hands the rest to Hydra."""
 from __future__ import annotations
 
-import os
+import importlib
 import sys
-import traceback
 from pathlib import Path
 
-from hpml_bench.errors import HpmlError
+from hpml_bench.errors import HpmlError, report_error
 from hpml_bench.registry import unknown_choice
 
 USAGE = """\
@@ -36,19 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command not in COMMANDS:
             raise unknown_choice("command", command, COMMANDS)
-        return COMMANDS[command](rest) or 0
+        return _command_function(command)(rest) or 0
     except HpmlError as exc:
         return report_error(exc)
-
-
-def report_error(exc: HpmlError) -> int:
-    if os.environ.get("HPML_DEBUG") == "1":
-        traceback.print_exc()
-    message = str(exc).strip()
-    if "Original Traceback" in message:  # raised in a DataLoader worker: keep the worker's own line
-        message = message.splitlines()[-1].split(": ", 1)[-1]
-    print(f"error: {message}", file=sys.stderr)
-    return 2
 
 
 def train_command(args: list[str]) -> int:
@@ -95,7 +84,18 @@ def list_command(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": train_command, "prepare": prepare_command, "list": list_command}
+# Each command is its own module, imported only when run (so `hpml list` stays fast):
+# name -> "module:function", the function taking the remaining arguments and returning the exit code.
+COMMANDS = {
+    "train": "hpml_bench.cli:train_command",
+    "prepare": "hpml_bench.cli:prepare_command",
+    "list": "hpml_bench.cli:list_command",
+}
+
+
+def _command_function(command: str):
+    module, _, function = COMMANDS[command].partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from hpml_bench import config  # noqa: F401  (stores the schemas and resolvers)
-from hpml_bench.errors import HpmlError
+from hpml_bench.errors import HpmlError, report_error
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="train")
 def _train(cfg: DictConfig) -> None:
-    from hpml_bench.cli import report_error
     from hpml_bench.run import run_training
 
     hc = HydraConfig.get()

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def train_command(args: list[str]) -> int:
     from hpml_bench.config import compose_train, to_train_config
-    from hpml_bench.resume import with_resumed_overrides
+    from hpml_bench.resume import with_restart_resume, with_resumed_overrides
     from hpml_bench.runfolder import check_run_folder
 
     if "--help" in args or "-h" in args:
@@ -50,7 +50,7 @@ def train_command(args: list[str]) -> int:
 
         print(train_help([a for a in args if a not in ("--help", "-h")]))
         return 0
-    args = with_resumed_overrides(args)
+    args = with_resumed_overrides(with_restart_resume(args))
     if not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
         # Check the config and the run folder before Hydra makes a folder and starts,
         # so mistakes read as one line and leave nothing behind.

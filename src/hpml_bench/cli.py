@@ -16,6 +16,8 @@ commands:
           e.g. hpml train model=resnet50 dataset=cifar10 trainer.epochs=5
   prepare decode and resize an on-disk data set once into a cache (then dataset.cache=true)
           e.g. hpml prepare dataset=lgg_mri dataset.root=~/data/lgg-mri-segmentation
+  slurm   render an sbatch script for a train command (slurm=local|greene|cluster); slurm.submit=true submits
+          e.g. hpml slurm strategy=ddp model=resnet50 slurm=greene slurm.nodes=2 slurm.gpus_per_node=4
   list    list registered choices: hpml list models|datasets|strategies|optimizers|schedulers|loggers
 
 `hpml train --help` lists the config groups and every key with its default.
@@ -90,6 +92,7 @@ COMMANDS = {
     "train": "hpml_bench.cli:train_command",
     "prepare": "hpml_bench.cli:prepare_command",
     "list": "hpml_bench.cli:list_command",
+    "slurm": "hpml_bench.slurm.command:slurm_command",
 }
 
 

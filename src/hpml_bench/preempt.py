@@ -115,7 +115,8 @@ def requeue_job() -> None:
     if done.returncode != 0:
         print(f"hpml: scontrol requeue {job} failed: {done.stderr.strip()} (submit with --requeue)", file=sys.stderr)
     else:
-        print(f"hpml: requeued SLURM job {job}", file=sys.stderr, flush=True)
+        print(f"hpml: requeued SLURM job {job} ({time.strftime('%H:%M:%S')}{time.time() % 1:.3f})",
+              file=sys.stderr, flush=True)
 
 
 def report_stop(stop: StopRequest, trainer, checkpoint: Path, run_dir: Path) -> None:

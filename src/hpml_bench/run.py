@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,9 @@ def _build_trainer(cfg: TrainConfig, dcfg: DictConfig, strategy: Strategy, run_d
 
 def _resume(trainer: Trainer, strategy: Strategy, checkpoint: Path) -> None:
     trainer.load_state_dict(strategy.load_checkpoint(checkpoint))
+    if strategy.is_main:
+        print(f"hpml: resuming {checkpoint} at epoch {trainer.start_epoch + 1} step {trainer.start_step} "
+              f"({time.strftime('%H:%M:%S')}{time.time() % 1:.3f})", file=sys.stderr, flush=True)
     if trainer.start_epoch >= trainer.cfg.epochs:
         raise HpmlError(f"{checkpoint} has already trained {trainer.start_epoch} epochs; "
                         f"set trainer.epochs above {trainer.start_epoch} to train on")

@@ -11,6 +11,7 @@ Which signal means what:
 """
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
@@ -115,7 +116,7 @@ def requeue_job() -> None:
     if done.returncode != 0:
         print(f"hpml: scontrol requeue {job} failed: {done.stderr.strip()} (submit with --requeue)", file=sys.stderr)
     else:
-        print(f"hpml: requeued SLURM job {job} ({time.strftime('%H:%M:%S')}{time.time() % 1:.3f})",
+        print(f"hpml: requeued SLURM job {job} ({datetime.datetime.now():%H:%M:%S.%f})",
               file=sys.stderr, flush=True)
 
 

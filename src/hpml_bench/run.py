@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import datetime
 import os
 import random
 import sys
@@ -85,7 +86,7 @@ def _resume(trainer: Trainer, strategy: Strategy, checkpoint: Path) -> None:
     trainer.load_state_dict(strategy.load_checkpoint(checkpoint))
     if strategy.is_main:
         print(f"hpml: resuming {checkpoint} at epoch {trainer.start_epoch + 1} step {trainer.start_step} "
-              f"({time.strftime('%H:%M:%S')}{time.time() % 1:.3f})", file=sys.stderr, flush=True)
+              f"({datetime.datetime.now():%H:%M:%S.%f})", file=sys.stderr, flush=True)
     if trainer.start_epoch >= trainer.cfg.epochs:
         raise HpmlError(f"{checkpoint} has already trained {trainer.start_epoch} epochs; "
                         f"set trainer.epochs above {trainer.start_epoch} to train on")

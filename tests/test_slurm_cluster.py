@@ -162,3 +162,13 @@ def test_greene_form_runs_through_a_stand_in_singularity(cluster, hpml, tmp_path
     assert "stand-in singularity ran" in text and "env script sourced" in text, text[-3000:]
     assert job_field(job, "JobState") == "COMPLETED", text[-3000:]
     assert (run_folder(job) / "summary.json").is_file()
+
+
+def test_submitit_sweep_runs_one_job_per_combination(cluster, hpml):
+    result = hpml("train", "-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
+                  "hydra.launcher.timeout_min=5", "hydra.launcher.mem_gb=1", "hydra.launcher.cpus_per_task=1",
+                  *SMALL, "trainer.epochs=1", "dataset.batch_size=8,16")
+    assert result.rc == 0, result.err[-3000:]
+    summaries = sorted(Path("runs/multirun").glob("*/*/summary.json"))
+    assert len(summaries) == 2
+    assert sorted(json.loads(p.read_text())["batch_per_rank"] for p in summaries) == [8, 16]

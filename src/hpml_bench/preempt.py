@@ -108,6 +108,13 @@ def restarted() -> bool:
     return any(int(os.environ.get(var, "0") or 0) > 0 for var in ("SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT"))
 
 
+def restart_resume(run_dir: Path) -> Optional[str]:
+    """run_dir, when this is a restart and run_dir holds a checkpoint; else None."""
+    from hpml_bench.runfolder import LAST
+
+    return str(run_dir) if restarted() and (Path(run_dir) / LAST).is_file() else None
+
+
 def requeue_job() -> None:
     """`scontrol requeue` this job: SLURM starts it again with SLURM_RESTART_COUNT + 1."""
     job = os.environ.get("SLURM_ARRAY_JOB_ID") and f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"

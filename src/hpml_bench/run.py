@@ -18,7 +18,7 @@ from hpml_bench.config import TrainConfig, to_train_config
 from hpml_bench.data import build_loaders
 from hpml_bench.errors import HpmlError
 from hpml_bench.models import build_model_from_config, count_parameters
-from hpml_bench.preempt import StopRequest, finish_stopped_run
+from hpml_bench.preempt import StopRequest, finish_stopped_run, restart_resume
 from hpml_bench.optim import build_optimizer, build_scheduler
 from hpml_bench.runfolder import CONFIG, LAST, OVERRIDES, atomic_write_text, check_run_folder
 from hpml_bench.strategies import StepSettings, Strategy, build_strategy
@@ -29,7 +29,9 @@ from hpml_bench.trainer import Trainer
 def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), choices: dict | None = None) -> list[dict]:
     """Train as the config says, writing into run_dir; returns the per-epoch records."""
     cfg = to_train_config(dcfg)
-    checkpoint = check_run_folder(run_dir, cfg.resume)
+    # A requeued job (SLURM_RESTART_COUNT) or torchrun restart continues its own folder; this
+    # also covers jobs that do not start through `hpml train` (submitit sweeps).
+    checkpoint = check_run_folder(run_dir, cfg.resume or restart_resume(run_dir))
     t = cfg.trainer
     strategy = build_strategy(cfg.strategy, StepSettings(cfg.device, t.precision, t.channels_last, t.compile, t.grad_clip_norm))
     type(strategy).preflight(cfg, strategy.world_size)

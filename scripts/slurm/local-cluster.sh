@@ -76,13 +76,14 @@ CONF
 
 up() {
   need_root; install_packages
-  local t0=$SECONDS
+  local t0=$EPOCHREALTIME
   start_munge
   if ! pgrep -x slurmctld >/dev/null; then write_conf; slurmctld; fi
   pgrep -x slurmd >/dev/null || slurmd
   for _ in $(seq 1 120); do
     if sinfo -h -o %T 2>/dev/null | grep -qx idle; then
-      echo "local SLURM cluster up in $((SECONDS - t0)) s: $(sinfo -h -o '%P %D %T %C')"; return 0
+      printf 'local SLURM cluster up in %.1f s: %s\n' "$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { print b - a }')" "$(sinfo -h -o '%P %D %T %C')"
+      return 0
     fi
     sleep 0.5
   done
@@ -94,7 +95,9 @@ down() {
   need_root
   local pid
   for f in "$STATE/slurmd.pid" "$STATE/slurmctld.pid"; do
-    if [ -s "$f" ]; then pid=$(cat "$f"); kill "$pid" 2>/dev/null || true; fi
+    [ -s "$f" ] || continue
+    pid=$(cat "$f"); kill "$pid" 2>/dev/null || continue
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done  # gone before its state is removed
   done
   rm -rf "${STATE:?}/ctld" "${STATE:?}/d"  # forget the jobs (job ids start again at 1)
   echo "local SLURM cluster stopped (munged left running)"

@@ -61,7 +61,7 @@ def test_sigterm_mid_epoch_then_resume_is_bitwise_equal(hpml, tmp_path, monkeypa
     assert len(part["history"]) == 3
 
 
-def test_ctrl_c_saves_and_a_resume_without_stop_changes_nothing(hpml, tmp_path, monkeypatch):
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(hpml, tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         signal_at_step(m, 2, signal.SIGINT)
         stopped = hpml("train", *RUN, "run_dir=part")

@@ -92,3 +92,36 @@ def test_kill_during_checkpoint_write_leaves_previous_checkpoint_loadable(tmp_pa
     assert proc.returncode == -signal.SIGKILL
     assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")]  # the half-written temp file
     assert torch.equal(load(path)["w"], torch.ones(4))
+
+
+SIGNAL_RANK_1 = """
+import os, signal
+if os.environ.get("RANK") == "1":
+    from hpml_bench.strategies.base import Strategy
+    original, calls = Strategy.train_step, [0]
+    def step(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGUSR1)  # only rank 1 is signalled
+        return original(self, *args, **kwargs)
+    Strategy.train_step = step
+"""
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_ranks_agree_on_the_stop_step_and_resume_bitwise(hpml, tmp_path, monkeypatch):
+    ddp = [*RUN, "trainer.epochs=2", "dataset.num_train=256", "strategy=ddp", "strategy.nproc_per_node=2",
+           "trainer.stop_check_every=2"]  # 8 steps per rank and epoch
+    assert hpml("train", *ddp, "run_dir=full").rc == 0
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(textwrap.dedent(SIGNAL_RANK_1))
+    with monkeypatch.context() as m:
+        m.setenv("PYTHONPATH", f"{tmp_path / 'inject'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+        stopped = hpml("train", *ddp, "run_dir=part")
+    assert stopped.rc == 0, stopped.err  # the requeue signal off SLURM: checkpoint, exit 0
+    state = load(tmp_path / "part/checkpoints/last.pt")
+    assert (state["epoch"], state["step"]) == (0, 4)  # signalled in step 3, agreed at the next 2-step check
+    assert hpml("train", "resume=part", "strategy.nproc_per_node=2").rc == 0
+    assert_bitwise_equal(load(tmp_path / "full/checkpoints/last.pt")["model"],
+                         load(tmp_path / "part/checkpoints/last.pt")["model"])

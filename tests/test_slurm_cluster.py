@@ -30,7 +30,7 @@ def _cluster_up() -> bool:
     if shutil.which("sinfo") is None:
         return False
     done = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
-    return done.returncode == 0 and "idle" in done.stdout or "mix" in done.stdout
+    return done.returncode == 0 and any(state in done.stdout for state in ("idle", "mix", "alloc"))
 
 
 @pytest.fixture(scope="module")

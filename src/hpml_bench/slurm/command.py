@@ -7,10 +7,21 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from hpml_bench.errors import HpmlError
 from hpml_bench.runfolder import atomic_write_text
 from hpml_bench.slurm.config import SlurmConfig, check_job, compose_slurm
 from hpml_bench.slurm.render import render
+
+
+HELP = """\
+hpml slurm <hpml train overrides> [slurm=<preset>] [slurm.key=value ...] [slurm.submit=true]
+renders an sbatch script for the train command (printed as the last line); submit=true runs sbatch.
+presets: conf/slurm/*.yaml (local: the scripts/slurm/local-cluster.sh cluster; cluster; greene).
+The slurm config of this command line:
+
+"""
 
 
 def _is_slurm_arg(arg: str) -> bool:
@@ -23,8 +34,11 @@ def slurm_command(args: list[str]) -> int:
     from hpml_bench.config import compose_train, to_train_config
 
     slurm_args = [a for a in args if _is_slurm_arg(a)]
-    train_args = [a for a in args if not _is_slurm_arg(a)]
+    train_args = [a for a in args if not _is_slurm_arg(a) and a not in ("--help", "-h")]
     s = compose_slurm(slurm_args)
+    if len(train_args) < len(args) - len(slurm_args):  # --help: the composed slurm config
+        print(HELP + OmegaConf.to_yaml(OmegaConf.structured(s)))
+        return 0
     cfg = to_train_config(compose_train(train_args))  # the train command must be valid now, not on the node
     check_job(s, cfg)
     script = Path(s.script or Path(s.out_dir) / f"{s.job_name}-{datetime.datetime.now():%Y%m%d-%H%M%S-%f}.sbatch")

@@ -116,6 +116,7 @@ def test_ranks_agree_on_the_stop_step_and_resume_bitwise(hpml, tmp_path, monkeyp
     assert hpml("train", *ddp, "run_dir=full").rc == 0
     (tmp_path / "inject").mkdir()
     (tmp_path / "inject" / "sitecustomize.py").write_text(textwrap.dedent(SIGNAL_RANK_1))
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)  # off SLURM even when the tests run in a job
     with monkeypatch.context() as m:
         m.setenv("PYTHONPATH", f"{tmp_path / 'inject'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
         stopped = hpml("train", *ddp, "run_dir=part")

@@ -57,17 +57,21 @@ def job_field(job: str, name: str) -> str | None:
     return None
 
 
+FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE")
+
+
 def wait_gone(job: str, timeout: float = 180) -> None:
-    """Until the job has left the queue (squeue: sbatch --wait notices the end late)."""
+    """Until the job has ended for good (polling scontrol: sbatch --wait notices the end late,
+    and squeue briefly shows nothing while a job is being requeued)."""
     end = time.time() + timeout
     while time.time() < end:
-        done = subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True)
-        if done.returncode == 0 and not done.stdout.strip():
+        state = job_field(job, "JobState")
+        if state in FINAL:
             return
-        if job_field(job, "JobState") == "PENDING" and job_field(job, "Restarts") not in (None, "0"):
+        if state == "PENDING" and job_field(job, "Restarts") not in (None, "0"):
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
         time.sleep(0.5)
-    raise AssertionError(f"job {job} still queued after {timeout} s: {log(job)[-2000:]}")
+    raise AssertionError(f"job {job} not finished after {timeout} s: {log(job)[-2000:]}")
 
 
 def log(job: str) -> str:

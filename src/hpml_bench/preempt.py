@@ -7,7 +7,8 @@ Which signal means what:
   or `scancel --signal=USR1 <job>`): checkpoint, `scontrol requeue` on SLURM, exit 0.
 - SIGTERM (time limit, `scancel`, a preempting scheduler that requeues by itself): checkpoint,
   no requeue (a user's scancel must not resurrect the job), exit 143.
-- SIGINT (Ctrl-C): checkpoint, exit 130; a second Ctrl-C interrupts at once.
+- SIGINT (Ctrl-C): checkpoint, exit 130.
+A second signal ends the process at once (a launcher's SIGTERM then SIGKILL, a second Ctrl-C).
 """
 from __future__ import annotations
 
@@ -72,8 +73,12 @@ class StopRequest(NoStop):
         self._previous.clear()
 
     def _handle(self, signum, frame) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: the user does not want to wait
+        if self.signum is not None:  # a second signal: the sender does not want to wait
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         self.signum, self.received_at = signum, time.time()
         print(f"hpml: got {signal.Signals(signum).name}: saving a checkpoint at the next step boundary",
               file=sys.stderr, flush=True)

@@ -35,7 +35,7 @@ def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), cho
     t = cfg.trainer
     strategy = build_strategy(cfg.strategy, StepSettings(cfg.device, t.precision, t.channels_last, t.compile, t.grad_clip_norm))
     type(strategy).preflight(cfg, strategy.world_size)
-    stop = StopRequest(t.requeue_signal, t.stop_check_every).install()  # preemption, Ctrl-C
+    stop = StopRequest(t.requeue_signal, t.stop_check_every)  # preemption, Ctrl-C (handlers from fit on)
     strategy.setup()
     try:
         run_dir = _shared_run_dir(strategy, run_dir)
@@ -44,6 +44,7 @@ def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), cho
             _resume(trainer, strategy, checkpoint)
         if strategy.is_main:
             _write_config(dcfg, run_dir, overrides)
+        stop.install()  # only now: a signal during start-up still ends the process at once
         history = trainer.fit()
         if trainer.stopped_at:
             finish_stopped_run(stop, trainer, strategy, run_dir, run_dir / LAST)

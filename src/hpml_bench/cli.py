@@ -16,6 +16,8 @@ commands:
           e.g. hpml train model=resnet50 dataset=cifar10 trainer.epochs=5
   prepare decode and resize an on-disk data set once into a cache (then dataset.cache=true)
           e.g. hpml prepare dataset=lgg_mri dataset.root=~/data/lgg-mri-segmentation
+  slurm   render an sbatch script for a train command (slurm=local|greene|cluster); slurm.submit=true submits
+          e.g. hpml slurm strategy=ddp model=resnet50 slurm=greene slurm.nodes=2 slurm.gpus_per_node=4
   list    list registered choices: hpml list models|datasets|strategies|optimizers|schedulers|loggers
 
 `hpml train --help` lists the config groups and every key with its default.
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def train_command(args: list[str]) -> int:
     from hpml_bench.config import compose_train, to_train_config
-    from hpml_bench.resume import with_resumed_overrides
+    from hpml_bench.resume import with_restart_resume, with_resumed_overrides
     from hpml_bench.runfolder import check_run_folder
 
     if "--help" in args or "-h" in args:
@@ -50,7 +52,7 @@ def train_command(args: list[str]) -> int:
 
         print(train_help([a for a in args if a not in ("--help", "-h")]))
         return 0
-    args = with_resumed_overrides(args)
+    args = with_resumed_overrides(with_restart_resume(args))
     if not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
         # Check the config and the run folder before Hydra makes a folder and starts,
         # so mistakes read as one line and leave nothing behind.
@@ -90,6 +92,7 @@ COMMANDS = {
     "train": "hpml_bench.cli:train_command",
     "prepare": "hpml_bench.cli:prepare_command",
     "list": "hpml_bench.cli:list_command",
+    "slurm": "hpml_bench.slurm.command:slurm_command",
 }
 
 

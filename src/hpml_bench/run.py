@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import math
+import datetime
 import os
 import random
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +18,9 @@ from hpml_bench.config import TrainConfig, to_train_config
 from hpml_bench.data import build_loaders
 from hpml_bench.errors import HpmlError
 from hpml_bench.models import build_model_from_config, count_parameters
+from hpml_bench.preempt import StopRequest, finish_stopped_run, restart_resume
 from hpml_bench.optim import build_optimizer, build_scheduler
-from hpml_bench.runfolder import CONFIG, OVERRIDES, atomic_write_text, check_run_folder
+from hpml_bench.runfolder import CONFIG, LAST, OVERRIDES, atomic_write_text, check_run_folder
 from hpml_bench.strategies import StepSettings, Strategy, build_strategy
 from hpml_bench.tasks import build_task
 from hpml_bench.trainer import Trainer
@@ -25,21 +29,31 @@ from hpml_bench.trainer import Trainer
 def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), choices: dict | None = None) -> list[dict]:
     """Train as the config says, writing into run_dir; returns the per-epoch records."""
     cfg = to_train_config(dcfg)
-    checkpoint = check_run_folder(run_dir, cfg.resume)
+    # A requeued job (SLURM_RESTART_COUNT) or torchrun restart continues its own folder; this
+    # also covers jobs that do not start through `hpml train` (submitit sweeps).
+    checkpoint = check_run_folder(run_dir, cfg.resume or restart_resume(run_dir))
     t = cfg.trainer
     strategy = build_strategy(cfg.strategy, StepSettings(cfg.device, t.precision, t.channels_last, t.compile, t.grad_clip_norm))
     type(strategy).preflight(cfg, strategy.world_size)
+    stop = StopRequest(t.requeue_signal, t.stop_check_every)  # preemption, Ctrl-C (handlers from fit on)
     strategy.setup()
     try:
         run_dir = _shared_run_dir(strategy, run_dir)
-        trainer = _build_trainer(cfg, dcfg, strategy, run_dir, choices or {})
+        trainer = _build_trainer(cfg, dcfg, strategy, run_dir, choices or {}, stop)
         if checkpoint is not None:
             _resume(trainer, strategy, checkpoint)
         if strategy.is_main:
             _write_config(dcfg, run_dir, overrides)
-        return trainer.fit()
+        stop.install()  # only now: a signal during start-up still ends the process at once
+        history = trainer.fit()
+        if trainer.stopped_at:
+            finish_stopped_run(stop, trainer, strategy, run_dir, run_dir / LAST)
     finally:
         strategy.teardown()
+        stop.uninstall()
+    if trainer.stopped_at:
+        raise SystemExit(stop.exit_code)
+    return history
 
 
 def _shared_run_dir(strategy: Strategy, run_dir: Path) -> Path:
@@ -50,7 +64,8 @@ def _shared_run_dir(strategy: Strategy, run_dir: Path) -> Path:
     return shared
 
 
-def _build_trainer(cfg: TrainConfig, dcfg: DictConfig, strategy: Strategy, run_dir: Path, choices: dict) -> Trainer:
+def _build_trainer(cfg: TrainConfig, dcfg: DictConfig, strategy: Strategy, run_dir: Path, choices: dict,
+                   stop=None) -> Trainer:
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     task = build_task(cfg.task, cfg.model.num_classes)
     train_loader, val_loader = build_loaders(cfg.dataset, strategy, cfg.task, cfg.trainer.seed)
@@ -67,11 +82,14 @@ def _build_trainer(cfg: TrainConfig, dcfg: DictConfig, strategy: Strategy, run_d
     )
     config_dict = OmegaConf.to_container(_without_hydra(dcfg), resolve=True)
     callbacks = build_callbacks(cfg, strategy, task, run_dir, info, config_dict)
-    return Trainer(cfg.trainer, strategy, task, train_loader, val_loader, callbacks)
+    return Trainer(cfg.trainer, strategy, task, train_loader, val_loader, callbacks, stop)
 
 
 def _resume(trainer: Trainer, strategy: Strategy, checkpoint: Path) -> None:
     trainer.load_state_dict(strategy.load_checkpoint(checkpoint))
+    if strategy.is_main:
+        print(f"hpml: resuming {checkpoint} at epoch {trainer.start_epoch + 1} step {trainer.start_step} "
+              f"({datetime.datetime.now():%H:%M:%S.%f})", file=sys.stderr, flush=True)
     if trainer.start_epoch >= trainer.cfg.epochs:
         raise HpmlError(f"{checkpoint} has already trained {trainer.start_epoch} epochs; "
                         f"set trainer.epochs above {trainer.start_epoch} to train on")

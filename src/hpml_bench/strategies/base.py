@@ -117,8 +117,10 @@ class Strategy:
     def sampler(self, dataset: Dataset, shuffle: bool, seed: int) -> DistributedSampler:
         """This rank's shard, reshuffled each epoch by set_epoch (also at world size 1,
         so a resumed run sees the same order as an uninterrupted one)."""
+        from hpml_bench.strategies.sampler import ResumableSampler
+
         replicas, index = self.data_parallel
-        return DistributedSampler(dataset, num_replicas=replicas, rank=index, shuffle=shuffle, seed=seed)
+        return ResumableSampler(dataset, num_replicas=replicas, rank=index, shuffle=shuffle, seed=seed)
 
     def to_device(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, targets = batch
@@ -265,6 +267,9 @@ class Strategy:
 def atomic_torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the rename: a crash leaves the old file or the new one
     os.replace(tmp, path)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,10 +52,22 @@ class DistributedStrategy(Strategy):
         timeout = datetime.timedelta(seconds=self.cfg.timeout_s)
         if self.env.master_addr is None:  # one process, no launcher: an in-memory store
             dist.init_process_group(self.backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
+        elif "TORCHELASTIC_RESTART_COUNT" in os.environ:  # torchrun: its store outlives a restart
+            dist.init_process_group(self.backend, store=self._elastic_store(timeout), rank=self.rank,
+                                    world_size=self.world_size, timeout=timeout)
         else:
             dist.init_process_group(self.backend, init_method=f"tcp://{self.env.master_addr}:{self.env.master_port}",
                                     rank=self.rank, world_size=self.world_size, timeout=timeout)
         self._owns_group = True
+
+    def _elastic_store(self, timeout: datetime.timedelta) -> dist.Store:
+        """torchrun's agent keeps one TCPStore across `--max-restarts` restarts; the keys of the
+        dead round (each rank's address) would be read by the new one before being rewritten
+        (gloo: "Connection refused"). A prefix per restart gives every round fresh keys."""
+        agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        store = dist.TCPStore(self.env.master_addr, self.env.master_port, self.world_size,
+                              is_master=self.rank == 0 and not agent, timeout=timeout)
+        return dist.PrefixStore(f"hpml/restart{os.environ['TORCHELASTIC_RESTART_COUNT']}", store)
 
     def _backend(self) -> str:
         if self.cfg.backend == "auto":

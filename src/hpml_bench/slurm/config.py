@@ -1,0 +1,108 @@
+"""The `slurm` config (presets in conf/slurm/) and the checks made before rendering."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+from unittest import mock
+
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from hpml_bench.errors import HpmlError
+from hpml_bench.registry import unknown_choice
+
+PRESETS = Path(__file__).parent.parent / "conf" / "slurm"
+CONTAINERS = ("none", "greene")
+# SLURM's --time forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S
+_TIME = re.compile(r"^(\d+-\d{1,2}(:\d{1,2}){0,2}|\d+(:\d{1,2}){0,2})$")
+
+
+@dataclass
+class SlurmConfig:
+    name: str = "local"
+    job_name: str = "hpml"
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: Optional[int] = None  # null: one per GPU for ddp/fsdp/pipe, else 1
+    cpus_per_task: int = 1
+    mem: str = "4G"  # per node
+    time: str = "01:00:00"
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    # The signal SLURM sends signal_lead_s before the time limit: checkpoint and requeue.
+    signal: str = "USR1"
+    signal_lead_s: int = 120
+    container: str = "none"  # none | greene (singularity exec --nv --overlay ... .sif)
+    overlay: str = "/scratch/$USER/overlay-25GB-500K.ext3"
+    image: str = "/scratch/work/public/singularity/cuda12.1.1-cudnn8.9.0-devel-ubuntu22.04.2.sif"
+    env_script: str = "/ext3/env.sh"
+    command: Optional[str] = None  # how a task starts hpml; null: this Python (`<python> -m hpml_bench`)
+    out_dir: str = "runs/slurm"  # the rendered script and SLURM's log (%x-%j.out)
+    script: Optional[str] = None  # where to write the script; null: <out_dir>/<job_name>-<time>.sbatch
+    extra: list[str] = field(default_factory=list)  # more `#SBATCH` options, e.g. ["--constraint=a100"]
+    submit: bool = False
+
+
+def compose_slurm(overrides: list[str]) -> SlurmConfig:
+    """`slurm=<preset>` then `slurm.key=value` overrides over the SlurmConfig schema."""
+    preset = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "slurm"), "local")
+    names = sorted(p.stem for p in PRESETS.glob("*.yaml"))
+    if preset not in names:
+        raise unknown_choice("slurm", preset, names)
+    dotlist = [o[len("slurm."):] for o in overrides if o.startswith("slurm.")]
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(SlurmConfig), OmegaConf.load(PRESETS / f"{preset}.yaml"),
+                                 OmegaConf.from_dotlist(dotlist))
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise HpmlError(f"slurm config: {str(exc).splitlines()[0]}") from exc
+
+
+def tasks_per_node(s: SlurmConfig, strategy: str) -> int:
+    if s.tasks_per_node is not None:
+        return s.tasks_per_node
+    return max(1, s.gpus_per_node) if strategy in ("ddp", "fsdp", "pipe") else 1
+
+
+def check_job(s: SlurmConfig, cfg) -> None:
+    """Refuse, in one line each, a job that would fail or hang on the cluster."""
+    strategy = cfg.strategy.name
+    tasks = tasks_per_node(s, strategy)
+    if s.container not in CONTAINERS:
+        raise HpmlError(f"slurm.container={s.container}: use one of {', '.join(CONTAINERS)}")
+    if not _TIME.match(s.time):
+        raise HpmlError(f"slurm.time={s.time}: use HH:MM:SS, MM, D-HH or D-HH:MM:SS")
+    if s.nodes < 1 or tasks < 1 or s.gpus_per_node < 0:
+        raise HpmlError("slurm.nodes and slurm.tasks_per_node must be positive, slurm.gpus_per_node 0 or more")
+    if strategy in ("ddp", "fsdp", "pipe") and s.gpus_per_node > 0 and tasks != s.gpus_per_node:
+        raise HpmlError(f"slurm.tasks_per_node={tasks} but slurm.gpus_per_node={s.gpus_per_node}: strategy={strategy} "
+                        f"runs one task per GPU; set them equal")
+    if s.cpus_per_task < cfg.dataset.num_workers + 1:
+        raise HpmlError(f"slurm.cpus_per_task={s.cpus_per_task} is below dataset.num_workers+1={cfg.dataset.num_workers + 1} "
+                        f"(the loader workers plus the training process); raise slurm.cpus_per_task")
+    if strategy == "dp" and s.nodes > 1:
+        raise HpmlError("strategy=dp (DataParallel) runs on one node; use strategy=ddp for slurm.nodes>1")
+    if strategy in ("single", "dp") and tasks > 1:
+        raise HpmlError(f"strategy={strategy} runs one process; drop slurm.tasks_per_node or use strategy=ddp")
+    if strategy == "single" and s.nodes > 1:
+        raise HpmlError("strategy=single runs on one node; use strategy=ddp for slurm.nodes>1")
+    if getattr(cfg.strategy, "nproc_per_node", 1) > 1:
+        raise HpmlError("under SLURM, srun starts one task per GPU: drop strategy.nproc_per_node, set slurm.gpus_per_node")
+    from hpml_bench.preempt import signal_number
+
+    signal_number(s.signal)
+    _preflight_as_on_node(cfg, s.nodes * tasks, s.gpus_per_node)
+
+
+def _preflight_as_on_node(cfg, world_size: int, gpus: int) -> None:
+    """The strategy's own checks, as a compute node with `gpus` GPUs will see them (the
+    login node rendering the script usually has none)."""
+    from hpml_bench.strategies import STRATEGIES
+
+    with mock.patch.object(torch.cuda, "is_available", return_value=gpus > 0), \
+            mock.patch.object(torch.cuda, "device_count", return_value=gpus):
+        STRATEGIES.get(cfg.strategy.name).preflight(cfg, world_size)

@@ -1,0 +1,77 @@
+"""Fill a template of templates/ from a SlurmConfig and a train command."""
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from hpml_bench.errors import HpmlError
+from hpml_bench.slurm.config import SlurmConfig, tasks_per_node
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+# The run folder is runs/<job id>-<suffix>. The suffix is made at the job's first start and
+# reused when SLURM requeues it (same job id, SLURM_RESTART_COUNT>0), so a requeued job finds
+# its own checkpoint; job ids start again at 1 when a cluster's state is wiped, and the suffix
+# keeps such a job out of an old run's folder.
+RUN_FOLDER = """\
+mkdir -p runs
+marker="runs/.slurm-job-${SLURM_JOB_ID}"
+if [ "${SLURM_RESTART_COUNT:-0}" -eq 0 ] || [ ! -s "$marker" ]; then
+  echo "${SLURM_JOB_ID}-$(date +%Y%m%d-%H%M%S)-${RANDOM}" > "$marker"
+fi
+export HPML_RUN_ID=$(cat "$marker")
+echo "hpml run folder: runs/$HPML_RUN_ID (restart ${SLURM_RESTART_COUNT:-0})\""""
+
+
+def template_name(strategy: str, nodes: int) -> str:
+    """single | dp | ddp | ddp_multinode | pipe (fsdp runs as ddp does: one task per GPU)."""
+    if strategy in ("ddp", "fsdp"):
+        return "ddp_multinode" if nodes > 1 else "ddp"
+    return strategy
+
+
+def sbatch_lines(s: SlurmConfig, strategy: str) -> str:
+    options = [f"--job-name={s.job_name}", f"--nodes={s.nodes}", f"--ntasks-per-node={tasks_per_node(s, strategy)}",
+               f"--cpus-per-task={s.cpus_per_task}", f"--mem={s.mem}", f"--time={s.time}"]
+    options += [f"--gres=gpu:{s.gpus_per_node}"] if s.gpus_per_node else []
+    options += [f"--{key}={value}" for key, value in (("partition", s.partition), ("account", s.account), ("qos", s.qos)) if value]
+    # Signal the job steps (hpml under srun) before the time limit; --requeue lets hpml requeue it;
+    # append: a requeued job's log continues the first start's.
+    options += [f"--signal={s.signal.upper().removeprefix('SIG')}@{s.signal_lead_s}", "--requeue",
+                f"--output={s.out_dir}/%x-%j.out", "--open-mode=append", *s.extra]
+    return "\n".join(f"#SBATCH {option}" for option in options)
+
+
+def hpml_command(s: SlurmConfig) -> str:
+    """How a task starts `hpml train`, inside the container for container=greene."""
+    command = s.command or f"{shlex.quote(sys.executable)} -m hpml_bench"
+    if s.container == "greene":
+        # The overlay holds the Python environment (read-only, so many tasks can share it);
+        # `exec` makes hpml the process SLURM's signals reach.
+        inner = f"source {s.env_script}; exec \"$@\""
+        return (f"singularity exec --nv --overlay {s.overlay}:ro {s.image} /bin/bash -c {shlex.quote(inner)} "
+                f"bash {command} train")
+    return f"{command} train"
+
+
+def render(s: SlurmConfig, strategy: str, overrides: list[str], script: str) -> str:
+    """The sbatch script's text for this job."""
+    extra = [] if s.signal.upper().removeprefix("SIG") == "USR1" else [f"trainer.requeue_signal={s.signal}"]
+    values = {
+        "script": script,
+        "sbatch": sbatch_lines(s, strategy),
+        "run_folder": RUN_FOLDER,
+        "hpml": hpml_command(s),
+        "overrides": " ".join(shlex.quote(o) for o in [*overrides, *extra]),
+        "tasks_per_node": str(tasks_per_node(s, strategy)),
+    }
+    text = (TEMPLATES / f"{template_name(strategy, s.nodes)}.sbatch").read_text()
+
+    def fill(match: re.Match) -> str:
+        if match.group(1) not in values:
+            raise HpmlError(f"template {script}: unknown placeholder {match.group(0)}")
+        return values[match.group(1)]
+
+    return re.sub(r"\{\{(\w+)\}\}", fill, text).replace("  \"$@\"", " \"$@\"")

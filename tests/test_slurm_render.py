@@ -1,0 +1,71 @@
+"""`hpml slurm` without a cluster: the checks before rendering, the rendered script, the
+examples in scripts/slurm/, and the restart-resume rule."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpml_bench.resume import with_restart_resume
+from hpml_bench.slurm.examples import rendered_examples
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("args, message", [
+    (["strategy=ddp", "slurm.gpus_per_node=4", "slurm.tasks_per_node=2"], "slurm.tasks_per_node=2 but slurm.gpus_per_node=4"),
+    (["dataset.num_workers=4", "slurm.cpus_per_task=2"], "slurm.cpus_per_task=2 is below dataset.num_workers+1=5"),
+    (["slurm.time=2h"], "slurm.time=2h: use HH:MM:SS"),
+    (["strategy=dp", "slurm.nodes=2", "slurm.gpus_per_node=2"], "strategy=dp (DataParallel) runs on one node"),
+    (["strategy=dp", "slurm.gpus_per_node=1"], "strategy=dp needs at least 2 CUDA GPUs"),
+    (["strategy=ddp", "strategy.nproc_per_node=2"], "drop strategy.nproc_per_node"),
+    (["strategy=pipe", "slurm.gpus_per_node=2", "dataset.batch_size=30"], "does not split into strategy.n_microbatches"),
+    (["slurm=nowhere"], "unknown slurm 'nowhere'"),
+    (["slurm.gpus=2"], "slurm config: Key 'gpus' not in 'SlurmConfig'"),
+    (["model=resnt18"], "did you mean"),
+])
+def test_impossible_jobs_fail_in_one_line_before_rendering(hpml, tmp_path, args, message):
+    result = hpml("slurm", *args)
+    assert result.rc == 2
+    assert message in result.err and len(result.err.strip().splitlines()) == 1, result.err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_rendered_script_is_the_last_line_and_carries_the_job(hpml, tmp_path):
+    result = hpml("slurm", "model=mlp", "strategy=ddp", "dataset.batch_size=8", "slurm=greene", "slurm.nodes=2",
+                  "slurm.gpus_per_node=4", "slurm.partition=gpu", "slurm.account=pr_1", "slurm.signal=USR2")
+    assert result.rc == 0, result.err
+    text = (tmp_path / result.out.strip().splitlines()[-1]).read_text()
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gres=gpu:4", "#SBATCH --partition=gpu",
+                 "#SBATCH --account=pr_1", "#SBATCH --signal=USR2@120", "#SBATCH --requeue"):
+        assert line in text
+    assert "singularity exec --nv --overlay" in text and "source /ext3/env.sh" in text
+    assert 'hpml train model=mlp strategy=ddp dataset.batch_size=8 trainer.requeue_signal=USR2 "$@"' in text
+    assert 'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in text
+
+
+def test_examples_in_scripts_slurm_are_current_renderings():
+    examples = rendered_examples()
+    on_disk = {p.name: p.read_text() for p in (ROOT / "scripts/slurm").glob("*.sbatch")}
+    assert on_disk == examples  # regenerate: python -m hpml_bench.slurm.examples scripts/slurm
+
+
+def test_submit_without_sbatch_is_one_line(hpml, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    result = hpml("slurm", "model=mlp", "slurm.submit=true")
+    assert result.rc == 2 and "sbatch is not on PATH" in result.err
+
+
+def test_only_a_restarted_job_resumes_its_own_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs/7-x/checkpoints").mkdir(parents=True)
+    (tmp_path / "runs/7-x/checkpoints/last.pt").write_bytes(b"")
+    monkeypatch.setenv("HPML_RUN_ID", "7-x")
+    monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    assert with_restart_resume(["model=mlp"]) == ["model=mlp"]  # a first start never resumes
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert with_restart_resume(["model=mlp"]) == ["model=mlp", "resume=runs/7-x"]
+    assert with_restart_resume(["resume=elsewhere"]) == ["resume=elsewhere"]  # explicit resume= wins
+    monkeypatch.setenv("HPML_RUN_ID", "8-y")
+    assert with_restart_resume(["model=mlp"]) == ["model=mlp"]  # no checkpoint there: a fresh start

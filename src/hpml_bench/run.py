@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hpml_bench.callbacks import build_callbacks
 from hpml_bench.config import TrainConfig, to_train_config
@@ -25,6 +25,7 @@ from hpml_bench.trainer import Trainer
 def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), choices: dict | None = None) -> list[dict]:
     """Train as the config says, writing into run_dir; returns the per-epoch records."""
     cfg = to_train_config(dcfg)
+    _pin_image_size(dcfg, cfg)
     checkpoint = check_run_folder(run_dir, cfg.resume)
     t = cfg.trainer
     strategy = build_strategy(cfg.strategy, StepSettings(cfg.device, t.precision, t.channels_last, t.compile, t.grad_clip_norm))
@@ -98,6 +99,7 @@ def _run_info(cfg: TrainConfig, strategy: Strategy, model: torch.nn.Module, choi
         "batch_per_rank": cfg.dataset.batch_size,
         "global_batch": cfg.dataset.batch_size * strategy.data_parallel[0],  # a pipeline's ranks share batches
         "grad_accum_steps": cfg.trainer.grad_accum_steps,
+        "input_size": cfg.dataset.image_size,
         "precision": cfg.trainer.precision,
         "parameters": count_parameters(model),
         "trainable_parameters": count_parameters(model, trainable_only=True),
@@ -105,6 +107,12 @@ def _run_info(cfg: TrainConfig, strategy: Strategy, model: torch.nn.Module, choi
         "torch": torch.__version__,
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
     }
+
+
+def _pin_image_size(dcfg: DictConfig, cfg: TrainConfig) -> None:
+    """config.yaml records the pixels the run used, not `auto` (cam/export read it)."""
+    with open_dict(dcfg):
+        dcfg.dataset.image_size = cfg.dataset.image_size
 
 
 def _without_hydra(dcfg: DictConfig) -> DictConfig:

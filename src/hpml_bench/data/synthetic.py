@@ -13,7 +13,7 @@ from hpml_bench.data.base import DATASETS, DatasetConfig
 class SyntheticConfig(DatasetConfig):
     name: str = "synthetic"
     num_classes: int = 10
-    image_size: int = 64
+    native_size: int = 64
     num_train: int = 1024
     num_val: int = 256
     seed: int = 0

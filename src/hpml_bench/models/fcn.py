@@ -33,6 +33,9 @@ class FCNConfig(ModelConfig):
     seed_score_layers: bool = False
 
     default_num_classes: ClassVar[int] = 2
+    # Five 2x2 max-pools, stage maps added after x2 up-sampling: sides divide by 32.
+    min_input_size: ClassVar[int] = 32
+    input_divisor: ClassVar[int] = 32
 
 
 class FCN(nn.Module):

@@ -30,6 +30,7 @@ class HCTConfig(ModelConfig):
 
     default_num_classes: ClassVar[int] = 2
     default_in_channels: ClassVar[int] = 1
+    min_input_size: ClassVar[int] = 5  # the stem's un-padded 3x3 max-pool needs a 3x3 map
 
 
 def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:

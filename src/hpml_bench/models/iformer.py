@@ -17,6 +17,7 @@ Differences from the reference code, on purpose:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,8 @@ class IFormerConfig(ModelConfig):
     layer_scale_init: float = 1e-6
     mlp_ratio: float = 4.0
     drop_path_rate: float = 0.0
+
+    min_input_size: ClassVar[int] = 9  # stage 2's 2x2 attention pooling needs a 2x2 map
 
 
 class HighMixer(nn.Module):

@@ -5,6 +5,7 @@ returns (logits, aux_logits) and the task adds the aux loss with weight 0.4."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
 from torchvision.models import Inception_V3_Weights
@@ -20,6 +21,8 @@ class InceptionV3Config(ModelConfig):
     aux_logits: bool = True
     # torchvision's ImageNet weights expect its own input transform; keep it on with them.
     transform_input: bool = False
+
+    min_input_size: ClassVar[int] = 75  # as torchvision's weights meta says
 
 
 class InceptionV3(Inception3):

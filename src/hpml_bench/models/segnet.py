@@ -21,6 +21,7 @@ class SegNetConfig(ModelConfig):
     width_divisor: int = 1
 
     default_num_classes: ClassVar[int] = 2
+    min_input_size: ClassVar[int] = 32  # five 2x2 max-pools (unpooling restores odd sizes)
 
 
 def cbr(c_in: int, c_out: int) -> nn.Sequential:

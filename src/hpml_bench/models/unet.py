@@ -20,6 +20,9 @@ class UNetConfig(ModelConfig):
     filters: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
 
     default_num_classes: ClassVar[int] = 2
+    # Four 2x2 max-pools whose maps the decoder concatenates back: sides divide by 16.
+    min_input_size: ClassVar[int] = 16
+    input_divisor: ClassVar[int] = 16
 
 
 def conv_block(c_in: int, c_out: int) -> nn.Sequential:

@@ -61,7 +61,8 @@ def _build_trainer(cfg: TrainConfig, dcfg: DictConfig, strategy: Strategy, run_d
     steps_per_epoch = math.ceil(batches / cfg.trainer.grad_accum_steps)
     strategy.prepare(
         model,
-        make_optimizer=lambda module: build_optimizer(cfg.optimizer, module, strategy.data_parallel[0]),
+        make_optimizer=lambda module: build_optimizer(cfg.optimizer, module, strategy.data_parallel[0],
+                                                      include_frozen=cfg.trainer.unfreeze_at_epoch is not None),
         loss_fn=task.loss,
         make_scheduler=lambda opt: build_scheduler(cfg.scheduler, opt, steps_per_epoch, cfg.trainer.epochs),
         logits_fn=task.logits,
@@ -103,6 +104,8 @@ def _run_info(cfg: TrainConfig, strategy: Strategy, model: torch.nn.Module, choi
         "precision": cfg.trainer.precision,
         "parameters": count_parameters(model),
         "trainable_parameters": count_parameters(model, trainable_only=True),
+        "frozen_parameters": count_parameters(model) - count_parameters(model, trainable_only=True),
+        "unfreeze_at_epoch": cfg.trainer.unfreeze_at_epoch,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,

@@ -39,6 +39,8 @@ class TrainerConfig:
     checkpoint_every: int = 1  # epochs; 0 = no checkpoints
     # Cap on optimizer-visible batches per epoch, for quick benchmarks; null = whole epoch.
     max_steps_per_epoch: Optional[int] = None
+    # With model.freeze_backbone: the (1-based) epoch from which the backbone trains too.
+    unfreeze_at_epoch: Optional[int] = None
 
     def __post_init__(self):
         for knob in ("epochs", "grad_accum_steps"):

@@ -12,6 +12,7 @@ from torchvision.models import Inception_V3_Weights
 from torchvision.models.inception import Inception3
 
 from hpml_bench.models.base import MODELS, ModelConfig
+from hpml_bench.models.pretrained import pretrained_state_dict
 
 
 @dataclass
@@ -43,7 +44,7 @@ def build_inception_v3(cfg: InceptionV3Config) -> nn.Module:
     named = cfg.weights if cfg.weights and "." not in cfg.weights else None
     net = InceptionV3(num_classes=1000, aux_logits=True, transform_input=cfg.transform_input, init_weights=named is None)
     if named:
-        net.load_state_dict(Inception_V3_Weights[named].get_state_dict(progress=True))
+        net.load_state_dict(pretrained_state_dict(Inception_V3_Weights, named))
     if cfg.in_channels != 3:
         conv = net.Conv2d_1a_3x3.conv
         net.Conv2d_1a_3x3.conv = nn.Conv2d(cfg.in_channels, conv.out_channels, 3, stride=2, bias=False)

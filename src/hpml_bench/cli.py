@@ -17,6 +17,8 @@ commands:
   prepare decode and resize an on-disk data set once into a cache (then dataset.cache=true)
           e.g. hpml prepare dataset=lgg_mri dataset.root=~/data/lgg-mri-segmentation
   list    list registered choices: hpml list models|datasets|strategies|optimizers|schedulers|loggers
+  cam     Grad-CAM heat maps of a trained run on images, into <run>/cam/ (--gif: a folder of frames)
+          e.g. hpml cam run=runs/<folder> images=photo.png method=gradcam++ target=circle
 
 `hpml train --help` lists the config groups and every key with its default.
 Errors print one line and exit with code 2; HPML_DEBUG=1 shows the traceback."""
@@ -90,6 +92,7 @@ COMMANDS = {
     "train": "hpml_bench.cli:train_command",
     "prepare": "hpml_bench.cli:prepare_command",
     "list": "hpml_bench.cli:list_command",
+    "cam": "hpml_bench.cam:cam_command",
 }
 
 

@@ -78,6 +78,10 @@ class FCN(nn.Module):
         x = self.classify(self.up4(x) + s3)
         return self.up8(x)
 
+    def cam_target(self):
+        """(layer, reshape) that `hpml cam` reads activations from: stage 4 fused with stage 5 (1/8 size)."""
+        return self.up4, None
+
 
 @MODELS.register("fcn", config=FCNConfig)
 def build_fcn(cfg: FCNConfig) -> nn.Module:

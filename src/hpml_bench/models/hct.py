@@ -118,6 +118,11 @@ class HCT(nn.Module):
     def pipeline_stages(self) -> list[nn.Module]:
         return [self.stem, *self.stages, self.head]
 
+    def cam_target(self):
+        """(layer, reshape) that `hpml cam` reads activations from: the last (attention-conv)
+        stage, whose output is already an NCHW map."""
+        return self.stages[-1], None
+
 
 @MODELS.register("hct", config=HCTConfig)
 def build_hct(cfg: HCTConfig) -> nn.Module:

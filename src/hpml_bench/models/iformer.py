@@ -203,6 +203,15 @@ class IFormer(nn.Module):
     def pipeline_stages(self) -> list[nn.Module]:
         return [*self.stages, self.head]
 
+    def cam_target(self):
+        """(layer, reshape) that `hpml cam` reads activations from: the last stage, whose
+        channels-last tokens [B, H, W, C] grad-cam needs as [B, C, H, W]."""
+        return self.stages[-1], _tokens_to_maps
+
+
+def _tokens_to_maps(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 3, 1, 2)
+
 
 def _init_weights(m: nn.Module) -> None:
     if isinstance(m, (nn.Linear, nn.Conv2d)):

@@ -38,6 +38,10 @@ class InceptionV3(Inception3):
             nn.Sequential(self.avgpool, self.dropout, nn.Flatten(1), self.fc),
         ]
 
+    def cam_target(self):
+        """(layer, reshape) that `hpml cam` reads activations from: the last Inception block."""
+        return self.Mixed_7c, None
+
 
 @MODELS.register("inception_v3", config=InceptionV3Config)
 def build_inception_v3(cfg: InceptionV3Config) -> nn.Module:

@@ -38,6 +38,10 @@ class ResNet(tvm.ResNet):
             nn.Sequential(self.avgpool, nn.Flatten(1), self.fc),
         ]
 
+    def cam_target(self):
+        """(layer, reshape) that `hpml cam` reads activations from: the last conv stage."""
+        return self.layer4, None
+
 
 @MODELS.register("resnet", config=ResNetConfig)
 def build_resnet(cfg: ResNetConfig) -> nn.Module:

@@ -67,6 +67,10 @@ class SegNet(nn.Module):
             x = decoder(x)
         return self.classify(x)
 
+    def cam_target(self):
+        """(layer, reshape) that `hpml cam` reads activations from: the last decoder block (full size)."""
+        return self.decoders[-1], None
+
 
 @MODELS.register("segnet", config=SegNetConfig)
 def build_segnet(cfg: SegNetConfig) -> nn.Module:

@@ -57,6 +57,10 @@ class UNet(nn.Module):
             x = decoder(torch.cat([skips.pop(), up(x)], dim=1))
         return self.out(x)
 
+    def cam_target(self):
+        """(layer, reshape) that `hpml cam` reads activations from: the last decoder block (full size)."""
+        return self.decoders[-1], None
+
 
 @MODELS.register("unet", config=UNetConfig)
 def build_unet(cfg: UNetConfig) -> nn.Module:

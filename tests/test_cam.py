@@ -109,3 +109,32 @@ def test_cam_preprocesses_like_the_runs_validation_data(tmp_path):
     shown, batch = image_preprocess(cfg.dataset)(tmp_path / "v.png")
     assert batch.shape == (1, 3, 24, 24)
     assert (batch[0] - val[0][0]).abs().max() < 1e-6
+
+
+def fake_run(folder: Path, overrides: list[str]) -> Path:
+    """A run folder as hpml train leaves it (config.yaml, overrides.yaml, best.pt), untrained."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from hpml_bench.config import compose_train, to_train_config
+    from hpml_bench.models import build_model_from_config
+
+    dcfg = compose_train(overrides)
+    cfg = to_train_config(dcfg)
+    dcfg.dataset.image_size = cfg.dataset.image_size
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(dcfg))
+    (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
+    torch.save({"model": build_model_from_config(cfg.model).state_dict()}, folder / "checkpoints" / "best.pt")
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["resnet18", "hct_tiny", "iformer_tiny", "inception_v3_tiny", "fcn_tiny", "segnet_tiny"])
+def test_every_declared_cam_layer_gives_a_map(tmp_path, capsys, model):
+    run_dir = fake_run(tmp_path / "run", [f"model={model}"])
+    image = tmp_path / "a shape.png"
+    images, _, _ = generate_shapes(1, 40, 0.08, seed=5)
+    Image.fromarray(images[0].permute(1, 2, 0).numpy()).save(image)
+    assert main(["cam", f"run={run_dir}", f"images={image}", "target=1"]) == 0, capsys.readouterr().err
+    assert (run_dir / "cam" / "a shape_gradcam.png").is_file()

@@ -28,10 +28,8 @@ def resolve_image_size(model, dataset):
     minimum) otherwise. A model whose input follows the data (the MLP) takes the size.
     """
     size, name = dataset.image_size, model.name
-    if size == "auto" or size is None:
+    if getattr(dataset, "size_is_auto", False):  # set by DatasetConfig for image_size=auto
         size = dataset.native_size if accepts(model, dataset.native_size) else model.input_size
-    elif not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-        raise HpmlError(f"dataset.image_size={size}: use auto or a positive number of pixels")
     elif not accepts(model, size):
         nearest = max(model.min_input_size, -(-size // model.input_divisor) * model.input_divisor)
         raise HpmlError(f"dataset.image_size={size} does not suit model {name}: its input must be {input_rule(model)} "
@@ -40,9 +38,3 @@ def resolve_image_size(model, dataset):
         model = dataclasses.replace(model, input_size=size)
     return model, dataclasses.replace(dataset, image_size=size)
 
-
-def dataset_own_size(dataset):
-    """A data set config with image_size a number, when no model is involved (hpml prepare)."""
-    if dataset.image_size == "auto" or dataset.image_size is None:
-        return dataclasses.replace(dataset, image_size=dataset.native_size)
-    return dataset

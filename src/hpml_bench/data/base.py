@@ -43,6 +43,12 @@ class DatasetConfig:
     default_task: ClassVar[str] = "classification"
 
     def __post_init__(self):
+        # auto: the data set's own size, until a model asks for another (input_size.py)
+        self.size_is_auto = self.image_size in ("auto", None)
+        if self.size_is_auto:
+            self.image_size = self.native_size
+        if not isinstance(self.image_size, int) or isinstance(self.image_size, bool) or self.image_size <= 0:
+            raise HpmlError(f"dataset.image_size={self.image_size}: use auto or a positive number of pixels")
         for knob in ("batch_size", "native_size", "num_classes", "channels"):
             if getattr(self, knob) <= 0:
                 raise HpmlError(f"dataset.{knob}={getattr(self, knob)} must be positive")

@@ -50,7 +50,7 @@ def test_heat_map_mass_lies_inside_the_shape(trained, method):
 @pytest.mark.slow
 def test_cam_writes_a_png_per_image_and_a_gif(trained, capsys):
     run_dir, frames, _ = trained
-    assert main(["cam", f"run={run_dir}", f"images={frames}", "--gif", "method=eigencam"]) == 0
+    assert main(["cam", f"run={run_dir}", f"images={frames}", "--gif", "method=eigencam", "device=cpu"]) == 0
     pngs = sorted((run_dir / "cam").glob("*_eigencam.png"))
     assert [p.name for p in pngs] == [f"frame{i:02d}_eigencam.png" for i in range(8)]
     assert Image.open(pngs[0]).size[0] > 3 * SIZE  # three panels side by side
@@ -67,6 +67,7 @@ def test_cam_writes_a_png_per_image_and_a_gif(trained, capsys):
     (["run=EMPTYRUN"], "has no checkpoints/best.pt; it saved none"),
     (["run=nowhere"], "run=nowhere: no config.yaml there"),
     (["colour=red"], "unknown cam argument 'colour'"),
+    (["device=tpu"], "device=tpu: use auto, cpu or cuda"),
 ])
 def test_cam_mistakes_are_one_line(trained, tmp_path, capsys, args, message):
     run_dir, frames, _ = trained

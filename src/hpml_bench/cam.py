@@ -19,8 +19,8 @@ from hpml_bench.errors import HpmlError
 from hpml_bench.registry import unknown_choice
 
 USAGE = ("usage: hpml cam run=<run folder> images=<image file | folder> [checkpoint=best|last] "
-         "[method=gradcam|gradcam++|scorecam|eigencam] [target=<class name or index>] [--gif]")
-KEYS = ("run", "images", "checkpoint", "method", "target")
+         "[method=gradcam|gradcam++|scorecam|eigencam] [target=<class name or index>] [device=auto|cpu|cuda] [--gif]")
+KEYS = ("run", "images", "checkpoint", "method", "target", "device")
 FILE_TAGS = {"gradcam": "gradcam", "gradcam++": "gradcampp", "scorecam": "scorecam", "eigencam": "eigencam"}
 
 
@@ -47,7 +47,7 @@ def cam_command(args: list[str]) -> int:
     gif = "--gif" in args
     opts = parse_args([a for a in args if a != "--gif"])
     written = write_cams(Path(opts["run"]), Path(opts["images"]), opts.get("checkpoint", "best"),
-                         opts.get("method", "gradcam"), opts.get("target"), gif)
+                         opts.get("method", "gradcam"), opts.get("target"), gif, opts.get("device", "auto"))
     for path in written:
         print(path)
     return 0
@@ -67,7 +67,8 @@ def parse_args(args: list[str]) -> dict[str, str]:
     return opts
 
 
-def write_cams(run_dir: Path, images: Path, checkpoint: str, method: str, target: str | None, gif: bool) -> list[Path]:
+def write_cams(run_dir: Path, images: Path, checkpoint: str, method: str, target: str | None, gif: bool,
+               device: str = "auto") -> list[Path]:
     """Write one PNG per image (and the GIF) into <run>/cam/; returns the paths written."""
     methods = cam_methods()
     if method not in methods:
@@ -76,6 +77,7 @@ def write_cams(run_dir: Path, images: Path, checkpoint: str, method: str, target
     from hpml_bench.runload import load_run
 
     run = load_run(run_dir, checkpoint)
+    run.model.to(cam_device(device))
     layer, reshape = cam_layer(run.model, run.cfg.model.name)
     category = target_index(target, run.class_names)
     cam = methods[method](model=run.model, target_layers=[layer], reshape_transform=reshape)
@@ -92,6 +94,14 @@ def write_cams(run_dir: Path, images: Path, checkpoint: str, method: str, target
     if gif:
         written.append(save_gif(overlays, out_dir / f"{images.name}_{FILE_TAGS[method]}.gif"))
     return written
+
+
+def cam_device(name: str) -> torch.device:
+    if name not in ("auto", "cpu", "cuda"):
+        raise HpmlError(f"device={name}: use auto, cpu or cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise HpmlError("device=cuda but no CUDA GPU is visible; use device=cpu")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def image_files(images: Path, gif: bool) -> list[Path]:
@@ -138,8 +148,9 @@ def explain(cam, model, shown: torch.Tensor, batch: torch.Tensor, category: int 
     from pytorch_grad_cam.utils.image import show_cam_on_image
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, SemanticSegmentationTarget
 
+    batch = batch.to(next(model.parameters()).device)
     with torch.no_grad():
-        probs = model(batch).float().softmax(1)[0]
+        probs = model(batch).float().softmax(1)[0].cpu()
     if task == "segmentation":
         pred = probs.argmax(0)
         if category is None:  # the most common non-background class (background if none)

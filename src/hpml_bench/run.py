@@ -84,8 +84,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
-        torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
+    # Always set: an earlier deterministic run in this process must not leak into this one.
+    torch.use_deterministic_algorithms(deterministic)
 
 
 def _run_info(cfg: TrainConfig, strategy: Strategy, model: torch.nn.Module, choices: dict) -> dict[str, Any]:

@@ -19,6 +19,8 @@ commands:
   slurm   render an sbatch script for a train command (slurm=local|greene|cluster); slurm.submit=true submits
           e.g. hpml slurm strategy=ddp model=resnet50 slurm=greene slurm.nodes=2 slurm.gpus_per_node=4
   list    list registered choices: hpml list models|datasets|strategies|optimizers|schedulers|loggers
+  cam     Grad-CAM heat maps of a trained run on images, into <run>/cam/ (--gif: a folder of frames)
+          e.g. hpml cam run=runs/<folder> images=photo.png method=gradcam++ target=circle
 
 `hpml train --help` lists the config groups and every key with its default.
 Errors print one line and exit with code 2; HPML_DEBUG=1 shows the traceback."""
@@ -93,6 +95,7 @@ COMMANDS = {
     "prepare": "hpml_bench.cli:prepare_command",
     "list": "hpml_bench.cli:list_command",
     "slurm": "hpml_bench.slurm.command:slurm_command",
+    "cam": "hpml_bench.cam:cam_command",
 }
 
 

@@ -22,6 +22,8 @@ from omegaconf.errors import OmegaConfBaseException
 from hpml_bench.callbacks.loggers import LoggerConfig
 from hpml_bench.data import DATASETS, DatasetConfig
 from hpml_bench.errors import HpmlError
+from hpml_bench.input_size import resolve_image_size
+from hpml_bench.transfer import check_transfer
 from hpml_bench.models import MODELS, ModelConfig
 from hpml_bench.optim import OptimizerConfig, SchedulerConfig
 from hpml_bench.registry import unknown_choice
@@ -54,6 +56,8 @@ class TrainConfig:
         if self.task != self.model.task:
             raise HpmlError(f"model {self.model.name} does a {self.model.task} task, not task={self.task}; pick a {self.task} model")
         self.model = fill_from_dataset(self.model, self.dataset, self.task)
+        self.model, self.dataset = resolve_image_size(self.model, self.dataset)
+        check_transfer(self)
 
 
 def fill_from_dataset(model: ModelConfig, dataset: DatasetConfig, task: str) -> ModelConfig:

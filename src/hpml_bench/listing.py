@@ -37,14 +37,16 @@ def _group_table(group: str) -> Table:
 
 def _model_table() -> Table:
     from hpml_bench.models import build_model_from_config, count_parameters
+    from hpml_bench.input_size import input_rule
     from hpml_bench.models.factory import model_config
 
     table = Table(title="model choices (model=<name>); parameters at the default classes/channels")
-    for column in ("name", "task", "input", "parameters", "what it is"):
+    for column in ("name", "task", "input", "accepts", "parameters", "what it is"):
         table.add_column(column, justify="right" if column == "parameters" else "left")
     for name in choices("model"):
         cfg = model_config(name)
         with torch.device("meta"):  # shapes only: no memory, no time
             params = count_parameters(build_model_from_config(cfg))
-        table.add_row(name, cfg.task, f"{cfg.input_size}x{cfg.input_size}", f"{params:,}", describe("model", name))
+        accepts = "the data's size" if cfg.input_follows_data else input_rule(cfg).replace("at least", ">=")
+        table.add_row(name, cfg.task, f"{cfg.input_size}x{cfg.input_size}", accepts, f"{params:,}", describe("model", name))
     return table

@@ -25,6 +25,8 @@ class OptimizerConfig:
     eps: float = 1e-8
     # Linear scaling rule (lr x world size), as the seeds' DDP runs did.
     scale_lr_with_world_size: bool = False
+    # Fine-tuning: the pretrained backbone learns at lr x this, the head at lr.
+    backbone_lr_scale: float = 1.0
 
     def __post_init__(self):
         if self.lr <= 0:
@@ -53,13 +55,17 @@ def _adamw(params, cfg: OptimizerConfig, lr: float):
     return torch.optim.AdamW(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
 
 
-def build_optimizer(cfg: OptimizerConfig, model: nn.Module, world_size: int = 1) -> torch.optim.Optimizer:
-    """The optimizer over the model's trainable parameters."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+def build_optimizer(cfg: OptimizerConfig, model: nn.Module, world_size: int = 1,
+                    include_frozen: bool = False) -> torch.optim.Optimizer:
+    """The optimizer over the model's trainable parameters (all of them with include_frozen,
+    for a backbone unfrozen later: frozen ones get no gradient, so no step, until then)."""
+    from hpml_bench.transfer import param_groups
+
+    params = [p for p in model.parameters() if p.requires_grad or include_frozen]
+    if not any(p.requires_grad for p in params):
         raise HpmlError("the model has no trainable parameters; set model.freeze_backbone=false")
     lr = cfg.lr * world_size if cfg.scale_lr_with_world_size else cfg.lr
-    return OPTIMIZERS.get(cfg.name)(params, cfg, lr)
+    return OPTIMIZERS.get(cfg.name)(param_groups(model, params, lr, cfg.backbone_lr_scale), cfg, lr)
 
 
 @SCHEDULERS.register("constant")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hpml_bench.callbacks import build_callbacks
 from hpml_bench.config import TrainConfig, to_train_config
@@ -29,6 +29,7 @@ from hpml_bench.trainer import Trainer
 def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), choices: dict | None = None) -> list[dict]:
     """Train as the config says, writing into run_dir; returns the per-epoch records."""
     cfg = to_train_config(dcfg)
+    _pin_image_size(dcfg, cfg)
     # A requeued job (SLURM_RESTART_COUNT) or torchrun restart continues its own folder; this
     # also covers jobs that do not start through `hpml train` (submitit sweeps).
     checkpoint = check_run_folder(run_dir, cfg.resume or restart_resume(run_dir))
@@ -75,7 +76,8 @@ def _build_trainer(cfg: TrainConfig, dcfg: DictConfig, strategy: Strategy, run_d
     steps_per_epoch = math.ceil(batches / cfg.trainer.grad_accum_steps)
     strategy.prepare(
         model,
-        make_optimizer=lambda module: build_optimizer(cfg.optimizer, module, strategy.data_parallel[0]),
+        make_optimizer=lambda module: build_optimizer(cfg.optimizer, module, strategy.data_parallel[0],
+                                                      include_frozen=cfg.trainer.unfreeze_at_epoch is not None),
         loss_fn=task.loss,
         make_scheduler=lambda opt: build_scheduler(cfg.scheduler, opt, steps_per_epoch, cfg.trainer.epochs),
         logits_fn=task.logits,
@@ -100,8 +102,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
-        torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
+    # Always set: an earlier deterministic run in this process must not leak into this one.
+    torch.use_deterministic_algorithms(deterministic)
 
 
 def _run_info(cfg: TrainConfig, strategy: Strategy, model: torch.nn.Module, choices: dict) -> dict[str, Any]:
@@ -116,13 +119,22 @@ def _run_info(cfg: TrainConfig, strategy: Strategy, model: torch.nn.Module, choi
         "batch_per_rank": cfg.dataset.batch_size,
         "global_batch": cfg.dataset.batch_size * strategy.data_parallel[0],  # a pipeline's ranks share batches
         "grad_accum_steps": cfg.trainer.grad_accum_steps,
+        "input_size": cfg.dataset.image_size,
         "precision": cfg.trainer.precision,
         "parameters": count_parameters(model),
         "trainable_parameters": count_parameters(model, trainable_only=True),
+        "frozen_parameters": count_parameters(model) - count_parameters(model, trainable_only=True),
+        "unfreeze_at_epoch": cfg.trainer.unfreeze_at_epoch,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
     }
+
+
+def _pin_image_size(dcfg: DictConfig, cfg: TrainConfig) -> None:
+    """config.yaml records the pixels the run used, not `auto` (cam/export read it)."""
+    with open_dict(dcfg):
+        dcfg.dataset.image_size = cfg.dataset.image_size
 
 
 def _without_hydra(dcfg: DictConfig) -> DictConfig:

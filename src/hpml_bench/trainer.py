@@ -45,6 +45,8 @@ class TrainerConfig:
     # (one 1-float all-reduce, ~0.5 ms over gloo here); one process checks a flag every step.
     requeue_signal: str = "USR1"
     stop_check_every: int = 10
+    # With model.freeze_backbone: the (1-based) epoch from which the backbone trains too.
+    unfreeze_at_epoch: Optional[int] = None
 
     def __post_init__(self):
         for knob in ("epochs", "grad_accum_steps"):

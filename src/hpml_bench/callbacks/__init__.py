@@ -20,6 +20,10 @@ def build_callbacks(cfg, strategy, task, run_dir: Path, info: dict[str, Any], co
     if cfg.trainer.checkpoint_every > 0:
         callbacks.append(Checkpointer(run_dir / "checkpoints", cfg.trainer.checkpoint_every,
                                       task.monitor, task.monitor_higher_is_better))
+    if cfg.model.freeze_backbone:  # every rank: it sets BatchNorm modes and requires_grad
+        from hpml_bench.transfer import BackboneFreeze
+
+        callbacks.append(BackboneFreeze(cfg.trainer.unfreeze_at_epoch, announce=strategy.is_main))
     if not strategy.is_main:
         return callbacks
     show_bar = cfg.trainer.progress == "always" or (cfg.trainer.progress == "auto" and sys.stdout.isatty())

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -26,7 +26,9 @@ class DatasetConfig:
     num_classes: int = 10  # image labels
     mask_classes: int = 2  # per-pixel classes, for task=segmentation
     channels: int = 3
-    image_size: int = 32
+    # auto: native_size when the model accepts it, else the model's input size; or pixels.
+    image_size: Any = "auto"
+    native_size: int = 32  # the data set's own image side
     # Per-rank batch; the global batch is batch_size x world size.
     batch_size: int = 64
     val_batch_size: Optional[int] = None
@@ -41,7 +43,13 @@ class DatasetConfig:
     default_task: ClassVar[str] = "classification"
 
     def __post_init__(self):
-        for knob in ("batch_size", "image_size", "num_classes", "channels"):
+        # auto: the data set's own size, until a model asks for another (input_size.py)
+        self.size_is_auto = self.image_size in ("auto", None)
+        if self.size_is_auto:
+            self.image_size = self.native_size
+        if not isinstance(self.image_size, int) or isinstance(self.image_size, bool) or self.image_size <= 0:
+            raise HpmlError(f"dataset.image_size={self.image_size}: use auto or a positive number of pixels")
+        for knob in ("batch_size", "native_size", "num_classes", "channels"):
             if getattr(self, knob) <= 0:
                 raise HpmlError(f"dataset.{knob}={getattr(self, knob)} must be positive")
         if self.num_workers < 0:

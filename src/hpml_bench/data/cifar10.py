@@ -20,7 +20,7 @@ class Cifar10Config(DatasetConfig):
     name: str = "cifar10"
     root: str = "data/cifar10"
     num_classes: int = 10
-    image_size: int = 32
+    native_size: int = 32
     download: bool = True
 
 

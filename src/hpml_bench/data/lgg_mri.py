@@ -20,7 +20,7 @@ class LggMriConfig(FileDatasetConfig):
     name: str = "lgg_mri"
     num_classes: int = 2
     mask_classes: int = 2
-    image_size: int = 256
+    native_size: int = 256
     val_fraction: float = 0.2
 
     default_task: ClassVar[str] = "segmentation"

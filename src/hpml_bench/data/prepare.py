@@ -9,14 +9,17 @@ from hpml_bench.errors import HpmlError
 def prepare_from_overrides(args: list[str]) -> int:
     from hpml_bench.config import compose_train, config_error_line
     from hpml_bench.data.cache import cache_folder, prepare_cache
+    from hpml_bench.input_size import resolve_image_size
 
     dcfg = compose_train(args)
     try:
         dataset = OmegaConf.to_object(dcfg.dataset)
+        model = OmegaConf.to_object(dcfg.model)
     except Exception as exc:
         if isinstance(exc.__cause__, HpmlError):
             raise exc.__cause__ from None
         raise HpmlError(config_error_line(exc)) from exc
+    _, dataset = resolve_image_size(model, dataset)  # the size a run with these overrides uses
     task = dcfg.task if dcfg.task != "auto" else dataset.default_task
     index = prepare_cache(dataset, task)
     for split, info in index["splits"].items():

@@ -23,7 +23,7 @@ SHAPES = ("circle", "square", "triangle", "cross")
 class ShapesConfig(DatasetConfig):
     name: str = "shapes"
     num_classes: int = len(SHAPES)
-    image_size: int = 32
+    native_size: int = 32
     num_train: int = 1600
     num_val: int = 400
     noise_std: float = 0.08

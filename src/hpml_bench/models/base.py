@@ -30,6 +30,13 @@ class ModelConfig:
     input_size: int = 224
     task: str = "classification"
 
+    # What the architecture accepts (dataset.image_size is checked against them before a run):
+    # the smallest square side, and what the side must divide by (encoder-decoders).
+    min_input_size: ClassVar[int] = 1
+    input_divisor: ClassVar[int] = 1
+    # True: the input size is whatever the data set gives (input_size is set from it).
+    input_follows_data: ClassVar[bool] = False
+
     # Used when neither the config nor a data set says (build_model("hct") on its own).
     default_num_classes: ClassVar[int] = 1000
     default_in_channels: ClassVar[int] = 3

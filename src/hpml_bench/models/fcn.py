@@ -18,6 +18,7 @@ from torchvision.models import VGG16_BN_Weights, vgg16_bn
 from torchvision.models.vgg import make_layers
 
 from hpml_bench.models.base import MODELS, ModelConfig
+from hpml_bench.models.pretrained import pretrained_state_dict
 from hpml_bench.models.vgg import vgg16_layout, vgg16_stages
 
 # Slices of VGG16-BN's `features` that end at each of the five max-pools.
@@ -33,6 +34,9 @@ class FCNConfig(ModelConfig):
     seed_score_layers: bool = False
 
     default_num_classes: ClassVar[int] = 2
+    # Five 2x2 max-pools, stage maps added after x2 up-sampling: sides divide by 32.
+    min_input_size: ClassVar[int] = 32
+    input_divisor: ClassVar[int] = 32
 
 
 class FCN(nn.Module):
@@ -54,8 +58,10 @@ class FCN(nn.Module):
     @staticmethod
     def _backbone(cfg: FCNConfig) -> nn.Sequential:
         if cfg.width_divisor == 1:
-            named = VGG16_BN_Weights[cfg.weights] if cfg.weights and "." not in cfg.weights else None
-            features = vgg16_bn(weights=named).features
+            vgg = vgg16_bn()
+            if cfg.weights and "." not in cfg.weights:  # a torchvision name; a file is loaded later
+                vgg.load_state_dict(pretrained_state_dict(VGG16_BN_Weights, cfg.weights))
+            features = vgg.features
         else:
             features = make_layers(vgg16_layout(cfg.width_divisor), batch_norm=True)
         if cfg.in_channels != 3:
@@ -71,6 +77,10 @@ class FCN(nn.Module):
         x = self.reduce4(self.up5(s5) + s4)
         x = self.classify(self.up4(x) + s3)
         return self.up8(x)
+
+    def cam_target(self):
+        """(layer, reshape) that `hpml cam` reads activations from: stage 4 fused with stage 5 (1/8 size)."""
+        return self.up4, None
 
 
 @MODELS.register("fcn", config=FCNConfig)

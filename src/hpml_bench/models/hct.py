@@ -30,6 +30,7 @@ class HCTConfig(ModelConfig):
 
     default_num_classes: ClassVar[int] = 2
     default_in_channels: ClassVar[int] = 1
+    min_input_size: ClassVar[int] = 5  # the stem's un-padded 3x3 max-pool needs a 3x3 map
 
 
 def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
@@ -116,6 +117,11 @@ class HCT(nn.Module):
 
     def pipeline_stages(self) -> list[nn.Module]:
         return [self.stem, *self.stages, self.head]
+
+    def cam_target(self):
+        """(layer, reshape) that `hpml cam` reads activations from: the last (attention-conv)
+        stage, whose output is already an NCHW map."""
+        return self.stages[-1], None
 
 
 @MODELS.register("hct", config=HCTConfig)

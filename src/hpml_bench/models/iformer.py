@@ -17,6 +17,7 @@ Differences from the reference code, on purpose:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,8 @@ class IFormerConfig(ModelConfig):
     layer_scale_init: float = 1e-6
     mlp_ratio: float = 4.0
     drop_path_rate: float = 0.0
+
+    min_input_size: ClassVar[int] = 9  # stage 2's 2x2 attention pooling needs a 2x2 map
 
 
 class HighMixer(nn.Module):
@@ -199,6 +202,15 @@ class IFormer(nn.Module):
 
     def pipeline_stages(self) -> list[nn.Module]:
         return [*self.stages, self.head]
+
+    def cam_target(self):
+        """(layer, reshape) that `hpml cam` reads activations from: the last stage, whose
+        channels-last tokens [B, H, W, C] grad-cam needs as [B, C, H, W]."""
+        return self.stages[-1], _tokens_to_maps
+
+
+def _tokens_to_maps(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 3, 1, 2)
 
 
 def _init_weights(m: nn.Module) -> None:

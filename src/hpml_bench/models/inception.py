@@ -5,12 +5,14 @@ returns (logits, aux_logits) and the task adds the aux loss with weight 0.4."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
 from torchvision.models import Inception_V3_Weights
 from torchvision.models.inception import Inception3
 
 from hpml_bench.models.base import MODELS, ModelConfig
+from hpml_bench.models.pretrained import pretrained_state_dict
 
 
 @dataclass
@@ -20,6 +22,8 @@ class InceptionV3Config(ModelConfig):
     aux_logits: bool = True
     # torchvision's ImageNet weights expect its own input transform; keep it on with them.
     transform_input: bool = False
+
+    min_input_size: ClassVar[int] = 75  # as torchvision's weights meta says
 
 
 class InceptionV3(Inception3):
@@ -34,13 +38,17 @@ class InceptionV3(Inception3):
             nn.Sequential(self.avgpool, self.dropout, nn.Flatten(1), self.fc),
         ]
 
+    def cam_target(self):
+        """(layer, reshape) that `hpml cam` reads activations from: the last Inception block."""
+        return self.Mixed_7c, None
+
 
 @MODELS.register("inception_v3", config=InceptionV3Config)
 def build_inception_v3(cfg: InceptionV3Config) -> nn.Module:
     named = cfg.weights if cfg.weights and "." not in cfg.weights else None
     net = InceptionV3(num_classes=1000, aux_logits=True, transform_input=cfg.transform_input, init_weights=named is None)
     if named:
-        net.load_state_dict(Inception_V3_Weights[named].get_state_dict(progress=True))
+        net.load_state_dict(pretrained_state_dict(Inception_V3_Weights, named))
     if cfg.in_channels != 3:
         conv = net.Conv2d_1a_3x3.conv
         net.Conv2d_1a_3x3.conv = nn.Conv2d(cfg.in_channels, conv.out_channels, 3, stride=2, bias=False)

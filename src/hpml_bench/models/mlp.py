@@ -4,6 +4,7 @@ equivalence and their overhead measured without compute hiding it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from torch import nn
 
@@ -13,8 +14,10 @@ from hpml_bench.models.base import MODELS, ModelConfig
 @dataclass
 class MLPConfig(ModelConfig):
     name: str = "mlp"
-    input_size: int = 32  # the image side; conf/model/mlp.yaml takes it from the data set
+    input_size: int = 32  # the image side; set from dataset.image_size
     hidden: list[int] = field(default_factory=lambda: [256, 128, 64])
+
+    input_follows_data: ClassVar[bool] = True  # the first layer is sized for the data set's images
 
 
 class MLP(nn.Module):

@@ -9,6 +9,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from hpml_bench.errors import HpmlError
 from hpml_bench.models.base import MODELS, ModelConfig
+from hpml_bench.models.pretrained import pretrained_state_dict
 
 _ARCHS = {
     18: (BasicBlock, [2, 2, 2, 2], tvm.ResNet18_Weights),
@@ -37,6 +38,10 @@ class ResNet(tvm.ResNet):
             nn.Sequential(self.avgpool, nn.Flatten(1), self.fc),
         ]
 
+    def cam_target(self):
+        """(layer, reshape) that `hpml cam` reads activations from: the last conv stage."""
+        return self.layer4, None
+
 
 @MODELS.register("resnet", config=ResNetConfig)
 def build_resnet(cfg: ResNetConfig) -> nn.Module:
@@ -45,7 +50,7 @@ def build_resnet(cfg: ResNetConfig) -> nn.Module:
     block, layers, weight_enum = _ARCHS[cfg.depth]
     net = ResNet(block, layers)
     if cfg.weights and "." not in cfg.weights:  # a torchvision name; a file is loaded later
-        net.load_state_dict(_named_weights(weight_enum, cfg.weights).get_state_dict(progress=True))
+        net.load_state_dict(pretrained_state_dict(weight_enum, cfg.weights))
     if cfg.num_classes != net.fc.out_features:
         net.fc = nn.Linear(net.fc.in_features, cfg.num_classes)
     if cfg.small_input:
@@ -55,10 +60,3 @@ def build_resnet(cfg: ResNetConfig) -> nn.Module:
         net.conv1 = nn.Conv2d(cfg.in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
     return net
 
-
-def _named_weights(weight_enum, name: str):
-    try:
-        return weight_enum[name]
-    except KeyError:
-        names = [w.name for w in weight_enum]
-        raise HpmlError(f"model.weights={name}: torchvision has {', '.join(names)} (or give a file path)") from None

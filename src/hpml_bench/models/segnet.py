@@ -21,6 +21,7 @@ class SegNetConfig(ModelConfig):
     width_divisor: int = 1
 
     default_num_classes: ClassVar[int] = 2
+    min_input_size: ClassVar[int] = 32  # five 2x2 max-pools (unpooling restores odd sizes)
 
 
 def cbr(c_in: int, c_out: int) -> nn.Sequential:
@@ -65,6 +66,10 @@ class SegNet(nn.Module):
             x = F.max_unpool2d(x, indices.pop(), 2, 2, output_size=sizes.pop())
             x = decoder(x)
         return self.classify(x)
+
+    def cam_target(self):
+        """(layer, reshape) that `hpml cam` reads activations from: the last decoder block (full size)."""
+        return self.decoders[-1], None
 
 
 @MODELS.register("segnet", config=SegNetConfig)

@@ -20,6 +20,9 @@ class UNetConfig(ModelConfig):
     filters: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
 
     default_num_classes: ClassVar[int] = 2
+    # Four 2x2 max-pools whose maps the decoder concatenates back: sides divide by 16.
+    min_input_size: ClassVar[int] = 16
+    input_divisor: ClassVar[int] = 16
 
 
 def conv_block(c_in: int, c_out: int) -> nn.Sequential:
@@ -53,6 +56,10 @@ class UNet(nn.Module):
         for up, decoder in zip(self.ups, self.decoders):
             x = decoder(torch.cat([skips.pop(), up(x)], dim=1))
         return self.out(x)
+
+    def cam_target(self):
+        """(layer, reshape) that `hpml cam` reads activations from: the last decoder block (full size)."""
+        return self.decoders[-1], None
 
 
 @MODELS.register("unet", config=UNetConfig)

@@ -36,6 +36,8 @@ class DistributedStrategy(Strategy):
     @classmethod
     def preflight(cls, cfg, world_size: int) -> None:
         super().preflight(cfg, world_size)
+        if cfg.strategy.nproc_per_node <= 0:
+            raise HpmlError(f"strategy.nproc_per_node={cfg.strategy.nproc_per_node} must be positive")
         cuda = torch.cuda.is_available() and cfg.device != "cpu"
         if cfg.strategy.backend == "nccl" and not cuda:
             raise HpmlError("strategy.backend=nccl needs CUDA GPUs; use strategy.backend=gloo (or auto) on CPU")

@@ -118,7 +118,8 @@ class PipeStrategy(DistributedStrategy):
         first, last = 0 in self.stage_ids, self.n_stages - 1 in self.stage_ids
         args = (inputs,) if first else ()
         kwargs: dict[str, Any] = {"target": targets, "losses": []} if last else {}
-        with self.autocast():
+        # One range for the whole schedule: forward, backward and the stages' send/recv interleave in it.
+        with self.range(f"pipeline_{self.cfg.schedule}" if train else "pipeline_eval"), self.autocast():
             out = self.schedule().step(*args, **kwargs) if train else self.schedule().eval(*args, **kwargs)
         if not last:
             return StepOutput(torch.zeros((), device=self.device), torch.empty(0), torch.empty(0), 0)
@@ -128,7 +129,8 @@ class PipeStrategy(DistributedStrategy):
     def train_step(self, batch, step_optimizer: bool = True, loss_scale: float = 1.0) -> StepOutput:
         out = self._run(batch, train=True)
         if step_optimizer:
-            self.optimizer_step()
+            with self.range("optimizer_step"):
+                self.optimizer_step()
         return out
 
     @torch.no_grad()

@@ -16,6 +16,10 @@ commands:
           e.g. hpml train model=resnet50 dataset=cifar10 trainer.epochs=5
   prepare decode and resize an on-disk data set once into a cache (then dataset.cache=true)
           e.g. hpml prepare dataset=lgg_mri dataset.root=~/data/lgg-mri-segmentation
+  bench   run a bench matrix (conf/bench/): one `hpml train` per cell, table, speedups, plots
+          e.g. hpml bench bench=iformer_strategies bench.scale=smoke
+  report  one table (markdown + CSV) and plots over run folders, a multirun folder or a bench folder
+          e.g. hpml report runs/multirun/2026-11-24_10-00-00 --baseline runs/multirun/2026-11-24_10-00-00/0
   list    list registered choices: hpml list models|datasets|strategies|optimizers|schedulers|loggers
 
 `hpml train --help` lists the config groups and every key with its default.
@@ -90,6 +94,8 @@ COMMANDS = {
     "train": "hpml_bench.cli:train_command",
     "prepare": "hpml_bench.cli:prepare_command",
     "list": "hpml_bench.cli:list_command",
+    "bench": "hpml_bench.bench.runner:bench_command",
+    "report": "hpml_bench.bench.report:report_command",
 }
 
 

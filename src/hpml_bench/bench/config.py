@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -34,6 +35,9 @@ class BenchScale:
     exclude: list[dict[str, Any]] = field(default_factory=list)  # drop cells matching every given key
     baseline: dict[str, Any] = field(default_factory=dict)  # the cell speedups are measured against; {} = first
     repeats: int = 1  # runs per cell, alternated ABBA across cells
+    # Environment of every cell's process (the smoke forms pin OMP_NUM_THREADS=1 so a 1-process
+    # cell and each rank of a 2-process cell get one core of the shared 2-core CI machine).
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +78,8 @@ def load_bench(args: list[str]) -> tuple[BenchConfig, list[str]]:
     chosen = next((a.split("=", 1)[1] for a in bench_args if a.startswith("bench=")), None)
     if chosen is None:
         raise HpmlError(f"name a bench: hpml bench bench=<name>, one of {', '.join(names)}")
+    if chosen.endswith((".yaml", ".yml")):
+        return _load_bench_file(Path(chosen), [a for a in bench_args if not a.startswith("bench=")]), train_args
     if chosen not in names:
         raise unknown_choice("bench", chosen, names)
     GlobalHydra.instance().clear()
@@ -86,6 +92,23 @@ def load_bench(args: list[str]) -> tuple[BenchConfig, list[str]]:
             raise exc.__cause__ from None
         raise HpmlError(config_error_line(exc).replace("hpml train --cfg job", f"conf/bench/{chosen}.yaml")) from exc
     return bench, train_args
+
+
+def _load_bench_file(path: Path, overrides: list[str]) -> BenchConfig:
+    """`bench=my_bench.yaml`: a bench file of one's own, in the conf/bench/ format."""
+    if not path.is_file():
+        raise HpmlError(f"bench={path}: no such file; give a bench name or a .yaml file in the conf/bench/ format")
+    try:
+        loaded = OmegaConf.load(path)
+        loaded.pop("defaults", None)
+        dotlist = [a.lstrip("+") for a in overrides]
+        merged = OmegaConf.merge(OmegaConf.structured(BenchConfig), loaded,
+                                 OmegaConf.from_dotlist([a.split(".", 1)[1] for a in dotlist]))
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        if isinstance(exc.__cause__, HpmlError):
+            raise exc.__cause__ from None
+        raise HpmlError(f"bench file {path}: {config_error_line(exc).split(' (`')[0]}") from exc
 
 
 def _matches(cell: dict[str, Any], pattern: dict[str, Any]) -> bool:

@@ -106,7 +106,7 @@ def abba_order(cells: list[Cell], repeats: int) -> list[tuple[Cell, int]]:
     return [(cell, r) for r in range(repeats) for cell in (ready if r % 2 == 0 else ready[::-1])]
 
 
-def run_cell(cell: Cell, rep_dir: Path, log: Path) -> tuple[str, str, float]:
+def run_cell(cell: Cell, rep_dir: Path, log: Path, env: dict[str, str]) -> tuple[str, str, float]:
     """One `hpml train` process: (status, error line, wall seconds). A finished folder is reused."""
     if (rep_dir / SUMMARY).is_file():
         return "done", "", 0.0
@@ -115,7 +115,7 @@ def run_cell(cell: Cell, rep_dir: Path, log: Path) -> tuple[str, str, float]:
         args = [f"resume={rep_dir}"]
     command = [sys.executable, "-m", "hpml_bench", "train", *cell.overrides, *args]
     start = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
     wall = time.perf_counter() - start
     atomic_write_text(log, f"$ {' '.join(command)}\n\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
     if proc.returncode == 0 and (rep_dir / SUMMARY).is_file():
@@ -148,7 +148,8 @@ def bench_command(args: list[str]) -> int:
     for n, (cell, r) in enumerate(order, 1):
         rep_dir = folder / "cells" / cell.id / f"rep{r}"
         with console.status(f"[{n}/{len(order)}] {cell.id} (repeat {r + 1}) running ..."):
-            status, error, wall = run_cell(cell, rep_dir, folder / "logs" / f"{cell.id}__rep{r}.log")
+            status, error, wall = run_cell(cell, rep_dir, folder / "logs" / f"{cell.id}__rep{r}.log",
+                                            {k: str(v) for k, v in bench.form.env.items()})
         row = {"cell": cell.id, "repeat": r, "status": status, "reason": error, **_text(cell.values),
                "run_dir": str(rep_dir.relative_to(folder)), "wall_s": round(wall, 2)}
         if status == "done":

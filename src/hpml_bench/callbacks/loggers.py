@@ -195,4 +195,5 @@ class WandbLogger(Callback):
         self.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         self.run.summary.update({f"final/{k}": v for k, v in summary["final"].items()})
         self.run.finish()
+        self.wandb.teardown()  # flush and stop W&B's service process now, not at interpreter exit
         self.console.print(self._where())

@@ -55,6 +55,14 @@ def balanced_cuts(sizes: list[int], n_stages: int) -> list[int]:
     return cuts
 
 
+class _Contiguous(nn.Module):
+    """Ends each stage: send/recv need contiguous tensors, and a block may end in a permute
+    (iFormer's stages hand on channels-last views)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous()
+
+
 @STRATEGIES.register("pipe", config=PipeConfig)
 class PipeStrategy(DistributedStrategy):
     needs_full_batches = True
@@ -94,7 +102,7 @@ class PipeStrategy(DistributedStrategy):
         if len(cuts) != self.n_stages - 1:
             raise HpmlError(f"strategy.split_after needs {self.n_stages - 1} indices, got {len(cuts)}")
         bounds = [0, *[c + 1 for c in cuts], len(blocks)]
-        groups = [nn.Sequential(*blocks[a:b]) for a, b in zip(bounds, bounds[1:])]
+        groups = [nn.Sequential(*blocks[a:b], _Contiguous()) for a, b in zip(bounds, bounds[1:])]
         self.full_model = model
         self.stage_ids = [self.rank + k * self.world_size for k in range(self.cfg.stages_per_rank)]
         self.stage_modules = nn.ModuleList([groups[i] for i in self.stage_ids])

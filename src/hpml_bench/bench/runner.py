@@ -8,6 +8,7 @@ the others go on; a cell whose run folder already holds a summary is not run aga
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -121,7 +122,9 @@ def run_cell(cell: Cell, rep_dir: Path, log: Path, env: dict[str, str]) -> tuple
     if proc.returncode == 0 and (rep_dir / SUMMARY).is_file():
         return "done", "", wall
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    error = next((l for l in reversed(lines) if l.startswith("error:")), lines[-1] if lines else "")
+    # hpml's own one-line error, else the exception line of a traceback, else the last line
+    error = next((l for l in reversed(lines) if l.startswith("error:")), None) or \
+        next((l for l in reversed(lines) if re.match(r"^\w+(Error|Exception)\b", l)), lines[-1] if lines else "")
     return "failed", f"exit code {proc.returncode}: {error[:300]}", wall
 
 
@@ -150,7 +153,7 @@ def bench_command(args: list[str]) -> int:
         with console.status(f"[{n}/{len(order)}] {cell.id} (repeat {r + 1}) running ..."):
             status, error, wall = run_cell(cell, rep_dir, folder / "logs" / f"{cell.id}__rep{r}.log",
                                             {k: str(v) for k, v in bench.form.env.items()})
-        row = {"cell": cell.id, "repeat": r, "status": status, "reason": error, **_text(cell.values),
+        row = {"cell": cell.id, "repeat": r, "order": n, "status": status, "reason": error, **_text(cell.values),
                "run_dir": str(rep_dir.relative_to(folder)), "wall_s": round(wall, 2)}
         if status == "done":
             row.update(run_row(rep_dir))

@@ -27,7 +27,7 @@ class RandomTensors(Dataset):
         shape = (n, cfg.channels, cfg.image_size, cfg.image_size)
         self.images = torch.randn(shape, generator=gen)
         if task == "segmentation":
-            self.targets = torch.randint(0, cfg.num_classes, (n, cfg.image_size, cfg.image_size), generator=gen)
+            self.targets = torch.randint(0, cfg.mask_classes, (n, cfg.image_size, cfg.image_size), generator=gen)
         else:
             self.targets = torch.randint(0, cfg.num_classes, (n,), generator=gen)
 

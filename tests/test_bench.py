@@ -124,3 +124,27 @@ def test_report_reads_a_multirun_sweep_with_a_baseline(hpml, tmp_path):
     rows = pd.read_csv(tmp_path / "rep" / "report.csv")
     summaries = {int(p.parent.name): json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
     assert sorted(rows["samples_per_s"]) == pytest.approx(sorted(s["median_samples_per_s"] for s in summaries.values()))
+
+
+@pytest.mark.parametrize("preset, model, dataset, image_size", [
+    ("hct_ddp", "hct", "csv_images", 512),
+    ("iformer_strategies", "iformer_small", "image_folder", 224),
+    ("segmentation_scaling", "unet", "lgg_mri", 256),
+])
+def test_experiment_presets_carry_the_seed_recipe(preset, model, dataset, image_size):
+    from hpml_bench.config import compose_train
+
+    cfg = compose_train([f"experiment={preset}"])
+    assert (cfg.model.name, cfg.dataset.name, cfg.dataset.image_size) == (model, dataset, image_size)
+    # a command-line choice still wins over the preset's (the bench's include cells rely on it)
+    assert compose_train([f"experiment={preset}", "strategy=single"]).strategy.name == "single"
+
+
+def test_every_bench_config_composes_in_both_forms():
+    from hpml_bench.bench.config import expand_cells, load_bench
+    from hpml_bench.config import choices
+
+    for name in choices("bench"):
+        for scale in ("full", "smoke"):
+            bench, _ = load_bench([f"bench={name}", f"bench.scale={scale}"])
+            assert bench.name == name and expand_cells(bench.form)

@@ -20,7 +20,7 @@ commands:
           e.g. hpml bench bench=iformer_strategies bench.scale=smoke
   report  one table (markdown + CSV) and plots over run folders, a multirun folder or a bench folder
           e.g. hpml report runs/multirun/2026-11-24_10-00-00 --baseline runs/multirun/2026-11-24_10-00-00/0
-  list    list registered choices: hpml list models|datasets|strategies|optimizers|schedulers|loggers
+  list    list registered choices: hpml list models|datasets|strategies|optimizers|schedulers|loggers|profilers|benches
 
 `hpml train --help` lists the config groups and every key with its default.
 Errors print one line and exit with code 2; HPML_DEBUG=1 shows the traceback."""

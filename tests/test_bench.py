@@ -128,7 +128,7 @@ def test_report_reads_a_multirun_sweep_with_a_baseline(hpml, tmp_path):
 
 @pytest.mark.parametrize("preset, model, dataset, image_size", [
     ("hct_ddp", "hct", "csv_images", 512),
-    ("iformer_strategies", "iformer_small", "image_folder", 224),
+    ("iformer_strategies", "iformer", "image_folder", 224),
     ("segmentation_scaling", "unet", "lgg_mri", 256),
 ])
 def test_experiment_presets_carry_the_seed_recipe(preset, model, dataset, image_size):

@@ -112,5 +112,5 @@ class TorchProfiler(Callback):
         if not len(averages):
             return (f"no steps were profiled: the run had fewer than profiler.skip_first + wait + warmup + 1 = "
                     f"{self.cfg.skip_first + self.cfg.wait + self.cfg.warmup + 1} training steps\n")
-        key = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
+        key = "self_device_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
         return averages.table(sort_by=key, row_limit=self.cfg.top_operators) + "\n"

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import pandas as pd
 import torch
+from omegaconf import OmegaConf
 
 from hpml_bench.bench.config import (BenchConfig, axis_keys, baseline_index, cell_id, cell_overrides, expand_cells,
                                      hydra_value, is_group_key, load_bench)
@@ -76,8 +77,6 @@ def plan(bench: BenchConfig, train_args: list[str]) -> tuple[list[Cell], list[st
         except HpmlError as exc:
             cell.status, cell.reason = "failed", str(exc)
             continue
-        from omegaconf import OmegaConf
-
         missing = [k for k in cell.values if k in present and OmegaConf.select(base, k, default="\0") == "\0"]
         for key in present:
             present[key] |= key not in missing

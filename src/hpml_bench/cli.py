@@ -18,9 +18,13 @@ commands:
           e.g. hpml prepare dataset=lgg_mri dataset.root=~/data/lgg-mri-segmentation
   slurm   render an sbatch script for a train command (slurm=local|greene|cluster); slurm.submit=true submits
           e.g. hpml slurm strategy=ddp model=resnet50 slurm=greene slurm.nodes=2 slurm.gpus_per_node=4
-  list    list registered choices: hpml list models|datasets|strategies|optimizers|schedulers|loggers
   cam     Grad-CAM heat maps of a trained run on images, into <run>/cam/ (--gif: a folder of frames)
           e.g. hpml cam run=runs/<folder> images=photo.png method=gradcam++ target=circle
+  bench   run a bench matrix (conf/bench/): one `hpml train` per cell, table, speedups, plots
+          e.g. hpml bench bench=iformer_strategies bench.scale=smoke
+  report  one table (markdown + CSV) and plots over run folders, a multirun folder or a bench folder
+          e.g. hpml report runs/multirun/2026-11-24_10-00-00 --baseline runs/multirun/2026-11-24_10-00-00/0
+  list    list registered choices: hpml list models|datasets|strategies|optimizers|schedulers|loggers|profilers|benches
 
 `hpml train --help` lists the config groups and every key with its default.
 Errors print one line and exit with code 2; HPML_DEBUG=1 shows the traceback."""
@@ -96,6 +100,8 @@ COMMANDS = {
     "list": "hpml_bench.cli:list_command",
     "slurm": "hpml_bench.slurm.command:slurm_command",
     "cam": "hpml_bench.cam:cam_command",
+    "bench": "hpml_bench.bench.runner:bench_command",
+    "report": "hpml_bench.bench.report:report_command",
 }
 
 

@@ -20,6 +20,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hpml_bench.callbacks.loggers import LoggerConfig
+from hpml_bench.callbacks.profiler import ProfilerConfig, check_memory_snapshot
 from hpml_bench.data import DATASETS, DatasetConfig
 from hpml_bench.errors import HpmlError
 from hpml_bench.input_size import resolve_image_size
@@ -32,7 +33,7 @@ from hpml_bench.tasks import TASKS
 from hpml_bench.trainer import TrainerConfig
 
 CONF_DIR = Path(__file__).parent / "conf"
-GROUPS = ("model", "dataset", "strategy", "optimizer", "scheduler", "trainer", "logger")
+GROUPS = ("model", "dataset", "strategy", "optimizer", "scheduler", "trainer", "logger", "profiler")
 
 
 @dataclass
@@ -44,6 +45,7 @@ class TrainConfig:
     scheduler: SchedulerConfig = MISSING
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = MISSING
+    profiler: ProfilerConfig = MISSING
     task: str = "auto"  # auto = the model's task; classification | segmentation
     device: str = "auto"  # auto | cpu | cuda
     resume: Optional[str] = None  # a run folder to continue from its last checkpoint
@@ -58,6 +60,7 @@ class TrainConfig:
         self.model = fill_from_dataset(self.model, self.dataset, self.task)
         self.model, self.dataset = resolve_image_size(self.model, self.dataset)
         check_transfer(self)
+        check_memory_snapshot(self.profiler, self.device)
 
 
 def fill_from_dataset(model: ModelConfig, dataset: DatasetConfig, task: str) -> ModelConfig:
@@ -78,7 +81,7 @@ def register_schemas() -> None:
         for name, schema in registry.schemas().items():
             store.store(group=group, name=f"{name}_schema", node=schema)
     for group, schema in (("optimizer", OptimizerConfig), ("scheduler", SchedulerConfig),
-                          ("trainer", TrainerConfig), ("logger", LoggerConfig)):
+                          ("trainer", TrainerConfig), ("logger", LoggerConfig), ("profiler", ProfilerConfig)):
         store.store(group=group, name="schema", node=schema)
     if not OmegaConf.has_resolver("now"):  # Hydra registers it only inside its own runs
         OmegaConf.register_new_resolver("now", lambda fmt: datetime.datetime.now().strftime(fmt), use_cache=True)

@@ -9,7 +9,7 @@ from hpml_bench.registry import unknown_choice
 from hpml_bench.ui import make_console
 
 _GROUPS = {"models": "model", "datasets": "dataset", "strategies": "strategy", "optimizers": "optimizer",
-           "schedulers": "scheduler", "loggers": "logger"}
+           "schedulers": "scheduler", "loggers": "logger", "profilers": "profiler", "benches": "bench"}
 
 
 def describe(group: str, name: str) -> str:

@@ -9,6 +9,7 @@ from hpml_bench.callbacks.base import Callback
 from hpml_bench.callbacks.checkpoint import Checkpointer
 from hpml_bench.callbacks.data_stall import DataStallWarning
 from hpml_bench.callbacks.loggers import LoggerConfig, TensorBoardLogger, WandbLogger
+from hpml_bench.callbacks.profiler import TorchProfiler
 from hpml_bench.callbacks.progress import ProgressBar
 from hpml_bench.callbacks.report import EpochReport
 from hpml_bench.callbacks.timer import EpochTimer
@@ -24,6 +25,8 @@ def build_callbacks(cfg, strategy, task, run_dir: Path, info: dict[str, Any], co
         from hpml_bench.transfer import BackboneFreeze
 
         callbacks.append(BackboneFreeze(cfg.trainer.unfreeze_at_epoch, announce=strategy.is_main))
+    if cfg.profiler.name == "torch":  # every rank traces its own steps
+        callbacks.append(TorchProfiler(cfg.profiler, run_dir, strategy.rank, strategy.device))
     if not strategy.is_main:
         return callbacks
     show_bar = cfg.trainer.progress == "always" or (cfg.trainer.progress == "auto" and sys.stdout.isatty())
@@ -33,9 +36,9 @@ def build_callbacks(cfg, strategy, task, run_dir: Path, info: dict[str, Any], co
     callbacks.append(DataStallWarning())
     logger: LoggerConfig = cfg.logger
     if logger.tensorboard:
-        callbacks.append(TensorBoardLogger(run_dir / "tb"))
+        callbacks.append(TensorBoardLogger(logger, run_dir / "tb", config_dict, info))
     if logger.wandb:
-        callbacks.append(WandbLogger(logger, run_dir, config_dict))
+        callbacks.append(WandbLogger(logger, run_dir, config_dict, info))
     return callbacks
 
 

@@ -23,6 +23,12 @@ from hpml_bench.registry import Registry
 STRATEGIES: Registry = Registry("strategy")
 
 _AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_NO_RANGE = contextlib.nullcontext()  # reentrant: one instance serves every step
+
+
+def no_range(name: str):
+    """The step's named ranges when nothing records them: no cost in the loop."""
+    return _NO_RANGE
 
 
 @dataclass
@@ -66,6 +72,9 @@ class Strategy:
         self.scheduler = None
         self.loss_fn: Optional[Callable] = None
         self.logits_fn: Callable = lambda out: out
+        # Named ranges of a step (forward, backward, optimizer step, communication); the
+        # profiler callback swaps in torch.profiler.record_function, so the loop has no `if`.
+        self.range: Callable[[str], Any] = no_range
 
     # -- life cycle -------------------------------------------------------------------
     @classmethod
@@ -173,13 +182,18 @@ class Strategy:
         inputs, targets = self.to_device(batch)
         # DDP's no_sync must cover forward and backward together.
         with self.grad_sync(step_optimizer):
-            with self.autocast():
+            with self.range("forward"), self.autocast():
                 outputs = self.model(inputs)
                 loss = self.loss_fn(outputs, targets)
-            self.scaler.scale(loss * loss_scale).backward()
+            with self.range(self.backward_range):
+                self.scaler.scale(loss * loss_scale).backward()
         if step_optimizer:
-            self.optimizer_step()
+            with self.range("optimizer_step"):
+                self.optimizer_step()
         return StepOutput(loss.detach(), self.logits_fn(outputs).detach(), targets, len(targets))
+
+    # DDP names it "backward+allreduce": its gradient all-reduce overlaps the backward pass.
+    backward_range = "backward"
 
     def grad_sync(self, sync: bool):
         """Context that skips gradient all-reduce on accumulation steps (DDP's no_sync)."""

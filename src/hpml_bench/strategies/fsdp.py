@@ -35,6 +35,8 @@ class FSDPConfig(DistributedConfig):
 @STRATEGIES.register("fsdp", config=FSDPConfig)
 class FSDPStrategy(DistributedStrategy):
     _full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    # FSDP2 all-gathers parameters inside forward/backward and reduce-scatters gradients in backward.
+    backward_range = "backward+reduce_scatter"
 
     def wrap(self, model: nn.Module) -> nn.Module:
         cfg: FSDPConfig = self.cfg

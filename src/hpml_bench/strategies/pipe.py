@@ -55,6 +55,14 @@ def balanced_cuts(sizes: list[int], n_stages: int) -> list[int]:
     return cuts
 
 
+class _Contiguous(nn.Module):
+    """Ends each stage: send/recv need contiguous tensors, and a block may end in a permute
+    (iFormer's stages hand on channels-last views)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous()
+
+
 @STRATEGIES.register("pipe", config=PipeConfig)
 class PipeStrategy(DistributedStrategy):
     needs_full_batches = True
@@ -94,7 +102,7 @@ class PipeStrategy(DistributedStrategy):
         if len(cuts) != self.n_stages - 1:
             raise HpmlError(f"strategy.split_after needs {self.n_stages - 1} indices, got {len(cuts)}")
         bounds = [0, *[c + 1 for c in cuts], len(blocks)]
-        groups = [nn.Sequential(*blocks[a:b]) for a, b in zip(bounds, bounds[1:])]
+        groups = [nn.Sequential(*blocks[a:b], _Contiguous()) for a, b in zip(bounds, bounds[1:])]
         self.full_model = model
         self.stage_ids = [self.rank + k * self.world_size for k in range(self.cfg.stages_per_rank)]
         self.stage_modules = nn.ModuleList([groups[i] for i in self.stage_ids])
@@ -118,7 +126,8 @@ class PipeStrategy(DistributedStrategy):
         first, last = 0 in self.stage_ids, self.n_stages - 1 in self.stage_ids
         args = (inputs,) if first else ()
         kwargs: dict[str, Any] = {"target": targets, "losses": []} if last else {}
-        with self.autocast():
+        # One range for the whole schedule: forward, backward and the stages' send/recv interleave in it.
+        with self.range(f"pipeline_{self.cfg.schedule}" if train else "pipeline_eval"), self.autocast():
             out = self.schedule().step(*args, **kwargs) if train else self.schedule().eval(*args, **kwargs)
         if not last:
             return StepOutput(torch.zeros((), device=self.device), torch.empty(0), torch.empty(0), 0)
@@ -128,7 +137,8 @@ class PipeStrategy(DistributedStrategy):
     def train_step(self, batch, step_optimizer: bool = True, loss_scale: float = 1.0) -> StepOutput:
         out = self._run(batch, train=True)
         if step_optimizer:
-            self.optimizer_step()
+            with self.range("optimizer_step"):
+                self.optimizer_step()
         return out
 
     @torch.no_grad()

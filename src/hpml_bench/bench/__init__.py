@@ -1,0 +1,1 @@
+"""`hpml bench` (a matrix of training runs) and `hpml report` (a table over run folders)."""

@@ -1,0 +1,93 @@
+"""The bench and report plots (matplotlib, PNG): throughput vs devices with ideal scaling,
+stacked epoch time per cell, speedup bars."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display (CI, clusters)
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+# Axes that set the device count: the throughput plot's x axis, not a series of its own.
+DEVICE_KEYS = ("strategy.nproc_per_node",)
+PLOTS = ("throughput_vs_devices.png", "epoch_time.png", "speedup.png")
+
+
+def cell_label(row: pd.Series, keys: list[str]) -> str:
+    parts = [f"{k.split('.')[-1]}={row[k]}" for k in keys if str(row[k]) != ""]
+    return ", ".join(parts) or "base"
+
+
+def write_plots(table: pd.DataFrame, keys: list[str], folder: Path, title: str) -> list[Path]:
+    """The three PNGs in `folder`; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = [cell_label(row, keys) for _, row in table.iterrows()]
+    paths = [folder / name for name in PLOTS]
+    _throughput(table, keys, paths[0], title)
+    _epoch_time(table, labels, paths[1], title)
+    _speedup(table, labels, paths[2], title)
+    return paths
+
+
+def _throughput(table: pd.DataFrame, keys: list[str], path: Path, title: str) -> None:
+    series_keys = [k for k in keys if k not in DEVICE_KEYS]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    groups = table.groupby(series_keys, sort=False) if series_keys else [((), table)]
+    for values, group in groups:
+        values = values if isinstance(values, tuple) else (values,)
+        group = group.sort_values("devices")
+        label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(series_keys, values) if str(v) != "") or "runs"
+        ax.plot(group["devices"], group["samples_per_s"], marker="o", label=label)
+    base = table[table["baseline"]].iloc[0] if table["baseline"].any() else table.iloc[0]
+    most = max(int(table["devices"].max()), int(base["devices"]))
+    xs = list(range(int(base["devices"]), most + 1))
+    ax.plot(xs, [base["samples_per_s"] * x / base["devices"] for x in xs], "k--", linewidth=1, label="ideal scaling (baseline x devices)")
+    ax.set_xlabel("devices (processes; GPUs on a GPU node)")
+    ax.set_ylabel("throughput (samples/s, median of measured epochs)")
+    ax.set_xticks(sorted(set(int(d) for d in table["devices"]) | set(xs)))
+    ax.set_title(f"{title}: throughput vs devices")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def _epoch_time(table: pd.DataFrame, labels: list[str], path: Path, title: str) -> None:
+    data = table["data_s"]
+    compute = table["train_s"]
+    other = (table["run_s"] - data - compute).clip(lower=0)
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(table) + 1.8))
+    y = range(len(table))
+    ax.barh(y, data, label="data wait (data_s)", color="#e4572e")
+    ax.barh(y, compute, left=data, label="compute (train_s)", color="#29335c")
+    ax.barh(y, other, left=data + compute, label="other (run_s - data_s - train_s)", color="#a8c686")
+    ax.set_yticks(list(y), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("epoch time (s, median of measured epochs)")
+    ax.set_title(f"{title}: where the epoch time went")
+    ax.legend(fontsize=8, loc="best")
+    _save(fig, path)
+
+
+def _speedup(table: pd.DataFrame, labels: list[str], path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(table) + 1.8))
+    y = range(len(table))
+    colors = ["#888888" if b else "#2e86ab" for b in table["baseline"]]
+    ax.barh(y, table["speedup"], color=colors)
+    for i, value in enumerate(table["speedup"]):
+        ax.text(value, i, f" {value:.2f}x", va="center", fontsize=8)
+    ax.axvline(1.0, color="k", linewidth=1)
+    ax.set_yticks(list(y), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("speedup vs baseline (x, samples/s ratio; grey = baseline)")
+    ax.set_title(f"{title}: speedup")
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

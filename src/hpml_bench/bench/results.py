@@ -1,0 +1,111 @@
+"""From run folders to tables: one row per run, medians per cell, speedup against a baseline."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+from rich.table import Table
+
+from hpml_bench.runfolder import SUMMARY
+
+# summary.json's medians over the measured (non-warm-up) epochs.
+TIMES = ("data_s", "train_s", "run_s", "val_s", "samples_per_s", "mem_peak_gib")
+MONITORS = ("val_acc", "val_miou")  # the final score a row reports: the first present
+
+
+def run_row(run_dir: Path) -> dict[str, Any]:
+    """One run's numbers: medians of its measured epochs, its final score, world size."""
+    summary = json.loads((run_dir / SUMMARY).read_text())
+    row: dict[str, Any] = {key: summary[f"median_{key}"] for key in TIMES}
+    final = summary.get("final", {})
+    metric = next((m for m in MONITORS if m in final), None)
+    row.update({"metric": metric, "metric_value": final.get(metric) if metric else None,
+                "world_size": summary.get("world_size", 1), "measured_epochs": len(summary.get("measured_epochs", []))})
+    return row
+
+
+def devices(row: pd.Series) -> int:
+    """Devices a run used: its processes (dp: the GPUs one process drives)."""
+    if str(row.get("strategy", row.get("strategy.name", ""))) == "dp":
+        import torch
+
+        return max(torch.cuda.device_count(), 1)
+    return int(row["world_size"])
+
+
+def cell_medians(rows: pd.DataFrame, keys: list[str], baseline: Optional[dict[str, Any]] = None) -> pd.DataFrame:
+    """Per cell (equal `keys`): medians over its repeats, speedup vs the baseline cell
+    (samples/s ratio = baseline run_s / run_s for equal epochs), efficiency = speedup / devices,
+    and the data share of the epoch (data_s / run_s)."""
+    rows = rows.copy()
+    rows["devices"] = rows.apply(devices, axis=1) if len(rows) else []
+    for key in keys:
+        rows[key] = rows[key].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    grouped = rows.groupby(keys, sort=False, dropna=False) if keys else [((), rows)]
+    cells = []
+    for values, group in grouped:
+        values = values if isinstance(values, tuple) else (values,)
+        cell = dict(zip(keys, values))
+        cell.update({key: pd.to_numeric(group[key], errors="coerce").median() for key in (*TIMES, "metric_value")})
+        cell.update({"devices": int(group["devices"].iloc[0]), "repeats": len(group), "metric": group["metric"].iloc[0]})
+        cells.append(cell)
+    table = pd.DataFrame(cells)
+    base = _baseline_row(table, keys, baseline)
+    table["speedup"] = table["samples_per_s"] / base["samples_per_s"] if base["samples_per_s"] else float("nan")
+    table["efficiency"] = table["speedup"] / (table["devices"] / base["devices"])
+    table["data_share"] = table["data_s"] / table["run_s"]
+    table["baseline"] = [all(str(row[k]) == str(base[k]) for k in keys) for _, row in table.iterrows()]
+    return table
+
+
+def _baseline_row(table: pd.DataFrame, keys: list[str], baseline: Optional[dict[str, Any]]) -> pd.Series:
+    if baseline:
+        match = table[[all(str(row.get(k, "")) == str(v) for k, v in baseline.items()) for _, row in table.iterrows()]]
+        if len(match):
+            return match.iloc[0]
+    return table.iloc[0]
+
+
+def _fmt(value: Any, column: str) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        if column in ("speedup", "efficiency", "data_share", "metric_value"):
+            return f"{value:.2f}" if column != "metric_value" else f"{value:.3f}"
+        return f"{value:.1f}" if column == "samples_per_s" else f"{value:.3f}"
+    return str(value)
+
+
+DISPLAY = ("devices", "data_s", "train_s", "run_s", "val_s", "samples_per_s", "mem_peak_gib", "speedup",
+           "efficiency", "data_share", "metric_value", "repeats")
+
+
+def display_columns(keys: list[str]) -> list[str]:
+    return [*keys, *DISPLAY]
+
+
+def markdown_table(table: pd.DataFrame, columns: list[str]) -> str:
+    """A GitHub markdown table of `columns` (numbers rounded for reading)."""
+    header = [("final " + str(table["metric"].iloc[0])) if c == "metric_value" and len(table) else c for c in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for _, row in table.iterrows():
+        mark = " **(baseline)**" if row.get("baseline") else ""
+        cells = [_fmt(row[c], c) for c in columns]
+        cells[0] += mark
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def rich_table(table: pd.DataFrame, columns: list[str], title: str) -> Table:
+    out = Table(title=title)
+    for column in columns:
+        out.add_column(column, justify="left" if column not in DISPLAY else "right")
+    for _, row in table.iterrows():
+        out.add_row(*[_fmt(row[c], c) + (" *" if i == 0 and row.get("baseline") else "") for i, c in enumerate(columns)])
+    out.caption = "* baseline: speedup = its samples/s ratio; efficiency = speedup / relative devices; data_share = data_s / run_s"
+    return out

@@ -1,0 +1,194 @@
+"""`hpml bench bench=<name> [bench.x=y] [train overrides]`: run a matrix of `hpml train`s.
+
+Each cell runs as its own `hpml train` process (clean memory, nothing leaks between cells)
+in its own run folder under one bench folder; repeats alternate the cell order (ABBA).
+Cells this machine cannot run are skipped with the reason; a failing cell is recorded and
+the others go on; a cell whose run folder already holds a summary is not run again.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+
+from hpml_bench.bench.config import (BenchConfig, axis_keys, baseline_index, cell_id, cell_overrides, expand_cells,
+                                     hydra_value, is_group_key, load_bench)
+from hpml_bench.bench.plots import write_plots
+from hpml_bench.bench.results import cell_medians, display_columns, markdown_table, rich_table, run_row
+from hpml_bench.errors import HpmlError
+from hpml_bench.runfolder import LAST, SUMMARY, atomic_write_text
+from hpml_bench.ui import make_console
+
+
+@dataclass
+class Cell:
+    values: dict[str, Any]
+    overrides: list[str]
+    status: str = "ready"  # ready | skipped | failed
+    reason: str = ""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return cell_id(self.values)
+
+
+def machine_refusal(cfg) -> Optional[str]:
+    """Why this machine cannot run the cell (None if it can): CUDA-only settings, too few GPUs."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    nproc = getattr(cfg.strategy, "nproc_per_node", 1)
+    needs_cuda = {"device=cuda": cfg.device == "cuda", "strategy=dp": cfg.strategy.name == "dp",
+                  "trainer.precision=fp16": cfg.trainer.precision == "fp16",
+                  "strategy.backend=nccl": getattr(cfg.strategy, "backend", "auto") == "nccl"}
+    wanted = [name for name, needed in needs_cuda.items() if needed]
+    if wanted and (gpus == 0 or cfg.device == "cpu"):
+        return f"{' and '.join(wanted)} need{'s' if len(wanted) == 1 else ''} CUDA; no GPU here"
+    if cfg.strategy.name == "dp" and gpus < 2:
+        return f"strategy=dp needs 2 or more GPUs; {gpus} here"
+    if gpus and cfg.device != "cpu" and nproc > gpus:
+        return f"needs {nproc} GPUs; {gpus} here"
+    return None
+
+
+def plan(bench: BenchConfig, train_args: list[str]) -> tuple[list[Cell], list[str]]:
+    """Every cell with its overrides, and those that cannot run marked (skipped / failed) with why."""
+    from hpml_bench.config import compose_train, to_train_config
+    from hpml_bench.strategies import STRATEGIES
+
+    form = bench.form
+    values = expand_cells(form)
+    keys = axis_keys(values)
+    shared = [*form.base, *train_args, f"logger.group={bench.name}", "trainer.progress=never"]
+    cells = [Cell(v, [*shared, *cell_overrides(v)]) for v in values]
+    present: dict[str, bool] = {k: False for k in keys if not is_group_key(k)}
+    for cell in cells:  # keys first, with the cell's group choices, so a typo reads as such
+        groups = [*shared, *cell_overrides({k: v for k, v in cell.values.items() if is_group_key(k)})]
+        try:
+            base = compose_train(groups)
+        except HpmlError as exc:
+            cell.status, cell.reason = "failed", str(exc)
+            continue
+        missing = [k for k in cell.values if k in present and OmegaConf.select(base, k, default="\0") == "\0"]
+        for key in present:
+            present[key] |= key not in missing
+        if missing:
+            cell.status, cell.reason = "skipped", f"its config has no key {', '.join(missing)}"
+    for key, found in present.items():
+        if not found:
+            raise HpmlError(f"bench axis '{key}' is not a key of the train config; `hpml train --cfg job` lists every key")
+    for cell in cells:
+        if cell.status != "ready":
+            continue
+        try:
+            cfg = to_train_config(compose_train(cell.overrides))
+            refusal = machine_refusal(cfg)
+            if refusal:
+                cell.status, cell.reason = "skipped", refusal
+                continue
+            STRATEGIES.get(cfg.strategy.name).preflight(cfg, getattr(cfg.strategy, "nproc_per_node", 1))
+        except HpmlError as exc:
+            cell.status, cell.reason = "failed", str(exc)
+    return cells, keys
+
+
+def abba_order(cells: list[Cell], repeats: int) -> list[tuple[Cell, int]]:
+    """Repeat r runs the cells forward when r is even, backward when odd: A B | B A | A B ..."""
+    ready = [c for c in cells if c.status == "ready"]
+    return [(cell, r) for r in range(repeats) for cell in (ready if r % 2 == 0 else ready[::-1])]
+
+
+def run_cell(cell: Cell, rep_dir: Path, log: Path, env: dict[str, str]) -> tuple[str, str, float]:
+    """One `hpml train` process: (status, error line, wall seconds). A finished folder is reused."""
+    if (rep_dir / SUMMARY).is_file():
+        return "done", "", 0.0
+    args = [f"run_dir={rep_dir}"]
+    if (rep_dir / LAST).is_file():  # an interrupted cell: continue it from its checkpoint
+        args = [f"resume={rep_dir}"]
+    command = [sys.executable, "-m", "hpml_bench", "train", *cell.overrides, *args]
+    start = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
+    wall = time.perf_counter() - start
+    atomic_write_text(log, f"$ {' '.join(command)}\n\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
+    if proc.returncode == 0 and (rep_dir / SUMMARY).is_file():
+        return "done", "", wall
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    # hpml's own one-line error, else the exception line of a traceback, else the last line
+    error = next((l for l in reversed(lines) if l.startswith("error:")), None) or \
+        next((l for l in reversed(lines) if re.match(r"^\w+(Error|Exception)\b", l)), lines[-1] if lines else "")
+    return "failed", f"exit code {proc.returncode}: {error[:300]}", wall
+
+
+def _text(values: dict[str, Any]) -> dict[str, str]:
+    """Axis values as the command line wrote them (a missing value stays blank, not NaN)."""
+    return {key: hydra_value(value) for key, value in values.items()}
+
+
+def bench_command(args: list[str]) -> int:
+    """The `hpml bench` command; exit 0 when every runnable cell finished, 1 when one failed."""
+    bench, train_args = load_bench(args)
+    cells, keys = plan(bench, train_args)
+    folder = Path(bench.folder).resolve()
+    repeats = bench.repeats or bench.form.repeats
+    console = make_console()
+    console.print(f"[bold]bench {bench.name}[/] ({bench.scale}): {len(cells)} cells x {repeats} repeats -> {folder}")
+    if bench.scale == "full" and bench.needs:
+        console.print(f"needs: {bench.needs}")
+    for cell in cells:
+        if cell.status != "ready":
+            console.print(f"  [yellow]{cell.status}[/] {cell.id}: {cell.reason}")
+    order = abba_order(cells, repeats)
+    start = time.perf_counter()
+    for n, (cell, r) in enumerate(order, 1):
+        rep_dir = folder / "cells" / cell.id / f"rep{r}"
+        with console.status(f"[{n}/{len(order)}] {cell.id} (repeat {r + 1}) running ..."):
+            status, error, wall = run_cell(cell, rep_dir, folder / "logs" / f"{cell.id}__rep{r}.log",
+                                            {k: str(v) for k, v in bench.form.env.items()})
+        row = {"cell": cell.id, "repeat": r, "order": n, "status": status, "reason": error, **_text(cell.values),
+               "run_dir": str(rep_dir.relative_to(folder)), "wall_s": round(wall, 2)}
+        if status == "done":
+            row.update(run_row(rep_dir))
+            note = "finished earlier, reused" if wall == 0 else f"{wall:.1f} s"
+            console.print(f"[{n}/{len(order)}] [green]done[/] {cell.id} rep {r + 1}: {row['samples_per_s']:.1f} samples/s, "
+                          f"run_s {row['run_s']:.2f} ({note})")
+        else:
+            console.print(f"[{n}/{len(order)}] [red]failed[/] {cell.id} rep {r + 1}: {error}")
+        cell.rows.append(row)
+    failed = write_results(bench, cells, keys, folder, console)
+    console.print(f"bench folder: {folder}  ({time.perf_counter() - start:.0f} s)")
+    return 1 if failed else 0
+
+
+def write_results(bench: BenchConfig, cells: list[Cell], keys: list[str], folder: Path, console) -> bool:
+    """bench.csv, results.md, the plots; prints the table. Returns whether any cell failed."""
+    rows = [row for cell in cells for row in cell.rows]
+    rows += [{"cell": c.id, "repeat": None, "status": c.status, "reason": c.reason, **_text(c.values)}
+             for c in cells if c.status != "ready"]
+    tidy = pd.DataFrame(rows)
+    atomic_write_text(folder / "bench.csv", tidy.to_csv(index=False))
+    done = tidy[tidy["status"] == "done"] if len(tidy) else tidy
+    title = f"{bench.name} ({bench.scale})"
+    lines = [f"# bench {bench.name} ({bench.scale})", "", bench.description.strip(), ""]
+    if len(done):
+        base = cells[baseline_index([c.values for c in cells], bench.form.baseline)].values
+        table = cell_medians(done, keys, base)
+        columns = display_columns(keys)
+        lines += ["Medians over repeats of each run's median over its measured (non-warm-up) epochs.", "",
+                  markdown_table(table, columns)]
+        write_plots(table, keys, folder, title)
+        lines += ["![throughput](throughput_vs_devices.png) ![epoch time](epoch_time.png) ![speedup](speedup.png)", ""]
+        console.print(rich_table(table, columns, title))
+    not_run = [c for c in cells if c.status != "ready" or any(r["status"] == "failed" for r in c.rows)]
+    if not_run:
+        lines += ["## Not run", ""] + [f"- `{c.id}`: {c.status if c.status != 'ready' else 'failed'}: "
+                                       f"{c.reason or next(r['reason'] for r in c.rows if r['status'] == 'failed')}" for c in not_run]
+    atomic_write_text(folder / "results.md", "\n".join(lines) + "\n")
+    return any(c.status == "failed" or any(r["status"] == "failed" for r in c.rows) for c in cells)

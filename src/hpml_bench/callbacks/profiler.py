@@ -1,0 +1,116 @@
+"""`profiler=torch`: torch.profiler over a bounded window of training steps, per rank.
+
+Traces go to <run>/traces/ through tensorboard_trace_handler (gzipped Chrome-trace JSON:
+`tensorboard --logdir <run>` with torch-tb-profiler, Perfetto or chrome://tracing open it);
+each rank also writes its top operators as a text table. The step's named ranges (data
+wait, forward, backward, optimizer step, the strategy's communication) come from
+record_function, which this callback hands to the strategy: the loop itself has no `if`.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile, record_function, schedule, tensorboard_trace_handler
+
+from hpml_bench.callbacks.base import Callback
+from hpml_bench.errors import HpmlError
+from hpml_bench.runfolder import atomic_write_text
+
+TRACES = "traces"
+
+
+@dataclass
+class ProfilerConfig:
+    name: str = "none"  # none | torch
+    # The window: skip_first steps (start-up), then `repeat` cycles of wait / warmup / active steps.
+    skip_first: int = 5
+    wait: int = 1
+    warmup: int = 1
+    active: int = 3
+    repeat: int = 1  # 0 = keep cycling for the whole run (traces grow without bound)
+    record_shapes: bool = False
+    profile_memory: bool = False
+    with_stack: bool = False
+    top_operators: int = 25  # rows of <run>/traces/rank<r>_top_ops.txt
+    # CUDA only: record the allocator's history and dump a snapshot for pytorch.org/memory_viz.
+    memory_snapshot: bool = False
+    memory_snapshot_max_entries: int = 100000
+
+    def __post_init__(self):
+        if self.name not in ("none", "torch"):
+            raise HpmlError(f"profiler={self.name}: use none or torch")
+        for knob in ("skip_first", "wait", "warmup", "repeat"):
+            if getattr(self, knob) < 0:
+                raise HpmlError(f"profiler.{knob}={getattr(self, knob)} must be 0 or more")
+        if self.active <= 0:
+            raise HpmlError(f"profiler.active={self.active} must be positive")
+
+
+def check_memory_snapshot(cfg: ProfilerConfig, device: str) -> None:
+    """The allocator history exists only for CUDA memory: refuse it elsewhere.
+
+    `device` is the run's device type, or the `device=` request (auto = cuda when present)."""
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if cfg.memory_snapshot and not cuda:
+        raise HpmlError("profiler.memory_snapshot=true needs a CUDA GPU (it records the CUDA allocator); "
+                        "drop it on CPU, or use profiler.profile_memory=true")
+
+
+class TorchProfiler(Callback):
+    """Steps torch.profiler once per training step; writes traces and a top-operators table."""
+
+    def __init__(self, cfg: ProfilerConfig, run_dir: Path, rank: int, device: torch.device):
+        check_memory_snapshot(cfg, device.type)
+        self.cfg, self.rank, self.device = cfg, rank, device
+        self.trace_dir = run_dir / TRACES
+        self._data_wait = contextlib.nullcontext()
+
+    def on_fit_start(self, trainer) -> None:
+        cfg = self.cfg
+        activities = [ProfilerActivity.CPU]
+        if self.device.type == "cuda":
+            activities.append(ProfilerActivity.CUDA)
+        self.trace_dir.mkdir(parents=True, exist_ok=True)
+        self.prof = profile(
+            activities=activities,
+            schedule=schedule(skip_first=cfg.skip_first, wait=cfg.wait, warmup=cfg.warmup, active=cfg.active, repeat=cfg.repeat),
+            on_trace_ready=tensorboard_trace_handler(str(self.trace_dir), worker_name=f"rank{self.rank}", use_gzip=True),
+            record_shapes=cfg.record_shapes, profile_memory=cfg.profile_memory, with_stack=cfg.with_stack,
+        )
+        if cfg.memory_snapshot:
+            torch.cuda.memory._record_memory_history(max_entries=cfg.memory_snapshot_max_entries)
+        trainer.strategy.range = record_function
+        self.prof.start()
+
+    def on_fetch_start(self, trainer) -> None:
+        self._data_wait = record_function("data_wait")
+        self._data_wait.__enter__()
+
+    def on_fetch_end(self, trainer) -> None:
+        self._data_wait.__exit__(None, None, None)
+        self._data_wait = contextlib.nullcontext()
+
+    def on_step_end(self, trainer, out) -> None:
+        self.prof.step()
+
+    def on_fit_end(self, trainer) -> None:
+        from hpml_bench.strategies.base import no_range
+
+        self.prof.stop()
+        trainer.strategy.range = no_range
+        if self.cfg.memory_snapshot:
+            torch.cuda.memory._dump_snapshot(str(self.trace_dir / f"rank{self.rank}_memory_snapshot.pickle"))
+            torch.cuda.memory._record_memory_history(enabled=None)
+        atomic_write_text(self.trace_dir / f"rank{self.rank}_top_ops.txt", self.top_operators())
+
+    def top_operators(self) -> str:
+        """key_averages sorted by self device time (CPU time when no device was traced)."""
+        averages = self.prof.key_averages()
+        if not len(averages):
+            return (f"no steps were profiled: the run had fewer than profiler.skip_first + wait + warmup + 1 = "
+                    f"{self.cfg.skip_first + self.cfg.wait + self.cfg.warmup + 1} training steps\n")
+        key = "self_device_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
+        return averages.table(sort_by=key, row_limit=self.cfg.top_operators) + "\n"

@@ -17,6 +17,8 @@ commands:
   prepare decode and resize an on-disk data set once into a cache (then dataset.cache=true)
           e.g. hpml prepare dataset=lgg_mri dataset.root=~/data/lgg-mri-segmentation
   list    list registered choices: hpml list models|datasets|strategies|optimizers|schedulers|loggers
+  export  write a checked deployment artifact from a run: hpml export run=runs/<id> format=torchscript|aoti|exported|onnx|int8
+  predict classify (or segment) image files with a run's model: hpml predict run=runs/<id> images=<file|folder> [format=aoti]
 
 `hpml train --help` lists the config groups and every key with its default.
 Errors print one line and exit with code 2; HPML_DEBUG=1 shows the traceback."""
@@ -90,6 +92,8 @@ COMMANDS = {
     "train": "hpml_bench.cli:train_command",
     "prepare": "hpml_bench.cli:prepare_command",
     "list": "hpml_bench.cli:list_command",
+    "export": "hpml_bench.deploy.export:export_command",
+    "predict": "hpml_bench.deploy.predict:predict_command",
 }
 
 

@@ -92,7 +92,7 @@ def export_run(trained: TrainedRun, fmt, data: RunData, cfg: ExportConfig) -> Pa
         check = int8_accuracy(trained, runner, data, cfg.int8_max_drop) if fmt.name == "int8" else \
             parity(trained, runner, data, cfg.tolerance, fmt.name)
         _fsync(path)
-        atomic_write_json(tmp / META, meta(trained, fmt, path, cfg, check))
+        atomic_write_json(tmp / META, _without_nulls(meta(trained, fmt, path, cfg, check)))
         _publish(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -121,6 +121,11 @@ def meta(trained: TrainedRun, fmt, path: Path, cfg: ExportConfig, check: dict) -
         "torch": torch.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _without_nulls(data: dict) -> dict:
+    """native_hct reads meta.json with OpenCV's JSON parser, which rejects null."""
+    return {k: _without_nulls(v) if isinstance(v, dict) else v for k, v in data.items() if v is not None}
 
 
 def sha256(path: Path) -> str:

@@ -102,7 +102,8 @@ class AOTI(Format):
         aoti_package(export_program(model, example), path)
 
     def load(self, path):
-        return torch._inductor.aoti_load_package(str(path))
+        with quiet():
+            return torch._inductor.aoti_load_package(str(path))
 
 
 @FORMATS.register("onnx")
@@ -143,4 +144,5 @@ class Int8(Format):
         aoti_package(export_program(quantize_int8(model, example, ctx.calibration()), example), path)
 
     def load(self, path):
-        return torch._inductor.aoti_load_package(str(path))
+        with quiet():
+            return torch._inductor.aoti_load_package(str(path))

@@ -117,7 +117,7 @@ def preprocess_spec(dataset_cfg) -> dict:
     norm = normalize(dataset_cfg.channels)
     return {
         "channels": dataset_cfg.channels,
-        "center_crop": getattr(dataset_cfg, "center_crop", None),
+        "center_crop": getattr(dataset_cfg, "center_crop", None) or 0,  # 0 = none (OpenCV's JSON reader has no null)
         "size": [dataset_cfg.image_size, dataset_cfg.image_size],
         "resize": "bilinear_antialias_uint8",
         "scale": 1 / 255,

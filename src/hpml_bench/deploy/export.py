@@ -28,7 +28,7 @@ META = "meta.json"
 
 @dataclass
 class ExportConfig:
-    run: str = "???"  # the run folder
+    run: str = ""  # the run folder
     format: str = "torchscript"  # torchscript | exported | aoti | onnx | int8
     checkpoint: str = "best"  # best | last
     calibration_batches: int = 8  # int8: training batches the observers see
@@ -52,7 +52,7 @@ def parse_args(args: list[str], schema=ExportConfig, command: str = "export"):
         cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(dotlist)))
     except OmegaConfBaseException as exc:
         raise HpmlError(f"hpml {command}: {str(exc).strip().splitlines()[0]}") from exc
-    if cfg.run == "???":
+    if not cfg.run:
         raise HpmlError(f"hpml {command} needs run=<run folder> (a folder under runs/ that hpml train wrote)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

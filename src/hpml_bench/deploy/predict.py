@@ -20,8 +20,8 @@ from hpml_bench.errors import HpmlError
 
 @dataclass
 class PredictConfig:
-    run: str = "???"
-    images: str = "???"  # an image file or a folder of images
+    run: str = ""
+    images: str = ""  # an image file or a folder of images
     format: str = "eager"  # eager (the checkpoint) or an exported format
     checkpoint: str = "best"
     topk: int = 3
@@ -31,7 +31,7 @@ class PredictConfig:
 
 def predict_command(args: list[str]) -> int:
     cfg = parse_args(args, PredictConfig, "predict")
-    if cfg.images == "???":
+    if not cfg.images:
         raise HpmlError("hpml predict needs images=<image file or folder>")
     model, meta = load_predictor(Path(cfg.run), cfg.format, cfg.checkpoint)
     for path in list_images(Path(cfg.images)):

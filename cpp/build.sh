@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Build cpp/build/native_hct against the LibTorch inside the venv's torch wheel, and OpenCV.
 #   bash cpp/build.sh                  # needs cmake, g++, libopencv-dev
-#   bash cpp/build.sh --install-deps   # apt-get them first (root), then build (what CI runs)
+#   bash cpp/build.sh --install-deps   # apt-get them first (root or sudo), then build
+#   bash cpp/build.sh --deps-only      # only apt-get them (what .ci/run does before the venv exists)
 #   PYTHON=/path/to/python bash cpp/build.sh   # another interpreter's torch (default: .venv)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
-if [[ "${1:-}" == "--install-deps" ]]; then
+if [[ "${1:-}" == "--install-deps" || "${1:-}" == "--deps-only" ]]; then
   if ! command -v cmake >/dev/null || ! command -v g++ >/dev/null || [[ ! -d /usr/include/opencv4 ]]; then
     sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq cmake g++ libopencv-dev >/dev/null
   fi
+  [[ "$1" == "--deps-only" ]] && exit 0
   shift
 fi
 

@@ -32,8 +32,8 @@ def runs(tmp_path_factory):
 
 def _export(run, fmt: str, **over):
     trained = load_trained(run)
-    cfg = ExportConfig(run=str(run), format=fmt, calibration_batches=2, **over)
-    return trained, export_run(trained, FORMATS.get(fmt)(), RunData(trained, 8, 2), cfg)
+    cfg = ExportConfig(run=str(run), format=fmt, **{"calibration_batches": 2, **over})
+    return trained, export_run(trained, FORMATS.get(fmt)(), RunData(trained, 8, cfg.calibration_batches), cfg)
 
 
 def _check_round_trip(run, fmt: str):

@@ -44,6 +44,13 @@ def parse_args(args: list[str], schema=ExportConfig, command: str = "export"):
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    if "--help" in args or "-h" in args:
+        import dataclasses
+        import sys
+
+        fields = "\n".join(f"  {f.name}={f.default}" for f in dataclasses.fields(schema))
+        print(f"{sys.modules[schema.__module__].__doc__.strip()}\n\nkeys (defaults):\n{fields}")
+        raise SystemExit(0)
     bad = [a for a in args if "=" not in a]
     if bad:
         raise HpmlError(f"hpml {command}: expected key=value arguments, got {bad[0]!r} (e.g. run=runs/<id>)")

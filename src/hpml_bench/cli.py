@@ -25,6 +25,8 @@ commands:
   report  one table (markdown + CSV) and plots over run folders, a multirun folder or a bench folder
           e.g. hpml report runs/multirun/2026-11-24_10-00-00 --baseline runs/multirun/2026-11-24_10-00-00/0
   list    list registered choices: hpml list models|datasets|strategies|optimizers|schedulers|loggers|profilers|benches
+  export  write a checked deployment artifact from a run: hpml export run=runs/<id> format=torchscript|aoti|exported|onnx|int8
+  predict classify (or segment) image files with a run's model: hpml predict run=runs/<id> images=<file|folder> [format=aoti]
 
 `hpml train --help` lists the config groups and every key with its default.
 Errors print one line and exit with code 2; HPML_DEBUG=1 shows the traceback."""
@@ -102,6 +104,8 @@ COMMANDS = {
     "cam": "hpml_bench.cam:cam_command",
     "bench": "hpml_bench.bench.runner:bench_command",
     "report": "hpml_bench.bench.report:report_command",
+    "export": "hpml_bench.deploy.export:export_command",
+    "predict": "hpml_bench.deploy.predict:predict_command",
 }
 
 

@@ -1,0 +1,163 @@
+"""`hpml export run=<run folder> format=<f> [checkpoint=best|last]`: one checked artifact.
+
+The artifact and its meta.json are written into a temp folder, checked against the eager
+model (or, for int8, scored on the validation set next to fp32), and only then renamed to
+`<run>/export/<format>[-last]/`: a refused export leaves nothing behind.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from hpml_bench.deploy.formats import FORMATS
+from hpml_bench.deploy.runload import TrainedRun, load_trained
+from hpml_bench.deploy.validate import RunData, int8_accuracy, parity
+from hpml_bench.errors import HpmlError
+from hpml_bench.runfolder import atomic_write_json
+
+ARTIFACT = "model"
+META = "meta.json"
+
+
+@dataclass
+class ExportConfig:
+    run: str = ""  # the run folder
+    format: str = "torchscript"  # torchscript | exported | aoti | onnx | int8
+    checkpoint: str = "best"  # best | last
+    calibration_batches: int = 8  # int8: training batches the observers see
+    tolerance: float = 1e-4  # parity: max |artifact - eager| / max(1, max |eager|)
+    parity_images: int = 8  # validation images the parity check runs
+    int8_max_drop: float = 0.02  # int8 is refused when its accuracy falls more than this below fp32
+    eval_batches: Optional[int] = None  # int8: validation batches scored (null = all)
+    threads: Optional[int] = None  # torch CPU threads (null = torch's default)
+
+
+def parse_args(args: list[str], schema=ExportConfig, command: str = "export"):
+    """key=value arguments (an `export.` prefix is allowed) into the typed config."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if "--help" in args or "-h" in args:
+        import dataclasses
+        import sys
+
+        fields = "\n".join(f"  {f.name}={f.default}" for f in dataclasses.fields(schema))
+        print(f"{sys.modules[schema.__module__].__doc__.strip()}\n\nkeys (defaults):\n{fields}")
+        raise SystemExit(0)
+    bad = [a for a in args if "=" not in a]
+    if bad:
+        raise HpmlError(f"hpml {command}: expected key=value arguments, got {bad[0]!r} (e.g. run=runs/<id>)")
+    dotlist = [a.removeprefix(f"{command}.") for a in args]
+    try:
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(dotlist)))
+    except OmegaConfBaseException as exc:
+        raise HpmlError(f"hpml {command}: {str(exc).strip().splitlines()[0]}") from exc
+    if not cfg.run:
+        raise HpmlError(f"hpml {command} needs run=<run folder> (a folder under runs/ that hpml train wrote)")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    return cfg
+
+
+def export_command(args: list[str]) -> int:
+    cfg = parse_args(args)
+    fmt = FORMATS.get(cfg.format)()
+    trained = load_trained(cfg.run, cfg.checkpoint)
+    data = RunData(trained, cfg.parity_images, cfg.calibration_batches, cfg.eval_batches)
+    artifact = export_run(trained, fmt, data, cfg)
+    print(artifact)
+    return 0
+
+
+def export_folder(run_dir: Path, fmt_name: str, checkpoint: str) -> Path:
+    return run_dir / "export" / (fmt_name if checkpoint == "best" else f"{fmt_name}-{checkpoint}")
+
+
+def export_run(trained: TrainedRun, fmt, data: RunData, cfg: ExportConfig) -> Path:
+    """Write, check and publish one artifact; returns its final path."""
+    final = export_folder(trained.run_dir, fmt.name, cfg.checkpoint)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        path = tmp / f"{ARTIFACT}{fmt.suffix}"
+        example = data.example()
+        try:
+            fmt.save(trained.model, example, path, data)
+            runner = fmt.load(path)
+        except HpmlError:
+            raise
+        except Exception as exc:
+            raise HpmlError(f"format={fmt.name} cannot export model {trained.model_name}: {_first_line(exc)}") from exc
+        check = int8_accuracy(trained, runner, data, cfg.int8_max_drop) if fmt.name == "int8" else \
+            parity(trained, runner, data, cfg.tolerance, fmt.name)
+        _fsync(path)
+        atomic_write_json(tmp / META, _without_nulls(meta(trained, fmt, path, cfg, check)))
+        _publish(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(check["line"])
+    return final / path.name
+
+
+def meta(trained: TrainedRun, fmt, path: Path, cfg: ExportConfig, check: dict) -> dict:
+    """What a loader needs to feed the artifact and read its output, and how it was checked."""
+    spec = trained.preprocess()
+    return {
+        "model": trained.model_name,
+        "task": trained.task,
+        "format": fmt.name,
+        "file": path.name,
+        "sha256": sha256(path),
+        "input": {"channels": spec["channels"], "height": spec["size"][0], "width": spec["size"][1],
+                  "batch": "dynamic"},
+        "preprocess": spec,
+        "class_names": trained.class_names(),
+        "num_classes": trained.model_cfg.num_classes,
+        "check": {k: v for k, v in check.items() if k != "line"},
+        "run": str(trained.run_dir),
+        "checkpoint": cfg.checkpoint,
+        "epoch": trained.epoch,
+        "torch": torch.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _without_nulls(data: dict) -> dict:
+    """native_hct reads meta.json with OpenCV's JSON parser, which rejects null."""
+    return {k: _without_nulls(v) if isinstance(v, dict) else v for k, v in data.items() if v is not None}
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Swap the checked folder in; an earlier export of the same format is replaced whole."""
+    old = final.with_name(f".{final.name}.{os.getpid()}.old")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = next((s.strip() for s in text.splitlines() if s.strip()), "")
+    return f"{type(exc).__name__}: {line[:300]}" if line else type(exc).__name__

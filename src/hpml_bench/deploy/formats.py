@@ -1,0 +1,148 @@
+"""The artifact formats: how each is written from an eager model and run back in Python.
+
+Each format is a small class in the FORMATS registry: `save(model, example, path, ctx)`
+writes the artifact, `load(path)` returns a callable `x -> logits`. The batch dimension is
+dynamic everywhere (torch.export specialises batch 1, so examples have batch >= 2).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hpml_bench.registry import Registry
+
+FORMATS: Registry = Registry("format")
+
+
+def dynamic_batch(example: torch.Tensor):
+    """torch.export's dynamic_shapes for a single input with a free batch dimension."""
+    return ({0: torch.export.Dim("batch", min=1, max=4096)},)
+
+
+def export_program(model: nn.Module, example: torch.Tensor, strict: bool = False) -> torch.export.ExportedProgram:
+    with torch.no_grad():
+        return torch.export.export(model, (example,), dynamic_shapes=dynamic_batch(example), strict=strict)
+
+
+def aoti_package(program: torch.export.ExportedProgram, path: Path) -> None:
+    # Under no_grad, or AOTInductor silently skips freezing (and int8 lowering).
+    with quiet(), torch.no_grad():
+        torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+
+
+@contextlib.contextmanager
+def quiet():
+    """TorchScript's deprecation notice and the exporters' chatter are not the user's concern."""
+    loggers = [logging.getLogger(name) for name in ("torch.utils._pytree", "torch.utils.cpp_extension", "torch.onnx")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+class Format:
+    name = "?"
+    suffix = ".pt2"
+    runs_in_cpp = False  # native_hct can load it
+
+    def save(self, model: nn.Module, example: torch.Tensor, path: Path, ctx) -> None:
+        raise NotImplementedError
+
+    def load(self, path: Path):
+        raise NotImplementedError
+
+
+@FORMATS.register("torchscript")
+class TorchScript(Format):
+    """torch.jit.trace + freeze (not optimize_for_inference: such a module does not load back)."""
+
+    name, suffix, runs_in_cpp = "torchscript", ".ts", True
+
+    def save(self, model, example, path, ctx):
+        with quiet(), torch.no_grad():
+            traced = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False))
+            torch.jit.save(traced, str(path))
+
+    def load(self, path):
+        with quiet():
+            return torch.jit.load(str(path), map_location="cpu")
+
+
+@FORMATS.register("exported")
+class Exported(Format):
+    """The plain torch.export program (torch.export.load(...).module() runs it)."""
+
+    name = "exported"
+
+    def save(self, model, example, path, ctx):
+        torch.export.save(export_program(model, example), str(path))
+
+    def load(self, path):
+        return torch.export.load(str(path)).module()
+
+
+@FORMATS.register("aoti")
+class AOTI(Format):
+    """torch.export + AOTInductor: a compiled .so inside a .pt2 package (Python or C++)."""
+
+    name, runs_in_cpp = "aoti", True
+
+    def save(self, model, example, path, ctx):
+        aoti_package(export_program(model, example), path)
+
+    def load(self, path):
+        with quiet():
+            return torch._inductor.aoti_load_package(str(path))
+
+
+@FORMATS.register("onnx")
+class Onnx(Format):
+    """torch.onnx's dynamo exporter, weights inside the one file; run by ONNX Runtime."""
+
+    name, suffix = "onnx", ".onnx"
+
+    def save(self, model, example, path, ctx):
+        with quiet():
+            torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False,
+                              dynamic_shapes=dynamic_batch(example), input_names=["input"],
+                              output_names=["output"], verbose=False)
+
+    def load(self, path):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(session.run(None, {"input": x.detach().numpy()})[0])
+
+        return run
+
+
+@FORMATS.register("int8")
+class Int8(Format):
+    """pt2e static int8 (torchao, X86InductorQuantizer), calibrated on training batches,
+    packaged with AOTInductor. Accuracy against fp32 replaces the parity check."""
+
+    name, runs_in_cpp = "int8", True
+
+    def save(self, model, example, path, ctx):
+        from hpml_bench.deploy.quantize import quantize_int8
+
+        aoti_package(export_program(quantize_int8(model, example, ctx.calibration()), example), path)
+
+    def load(self, path):
+        with quiet():
+            return torch._inductor.aoti_load_package(str(path))

@@ -1,0 +1,82 @@
+"""`hpml predict run=<run> images=<file|folder> [format=eager|torchscript|aoti|exported|onnx|int8]`.
+
+Prints one line per image, the same lines cpp/native_hct prints for the same artifact:
+  classification: `<path> <class>:<probability> ...` (top-k, six decimals)
+  segmentation:   `<path> foreground=<fraction> mask=<out>/<stem>_mask.png` (the mask is written)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from hpml_bench.deploy.export import META, export_folder, parse_args
+from hpml_bench.deploy.preprocess import list_images, load_input
+from hpml_bench.errors import HpmlError
+
+
+@dataclass
+class PredictConfig:
+    run: str = ""
+    images: str = ""  # an image file or a folder of images
+    format: str = "eager"  # eager (the checkpoint) or an exported format
+    checkpoint: str = "best"
+    topk: int = 3
+    out: str = "predictions"  # where segmentation masks are written
+    threads: Optional[int] = None
+
+
+def predict_command(args: list[str]) -> int:
+    cfg = parse_args(args, PredictConfig, "predict")
+    if not cfg.images:
+        raise HpmlError("hpml predict needs images=<image file or folder>")
+    model, meta = load_predictor(Path(cfg.run), cfg.format, cfg.checkpoint)
+    for path in list_images(Path(cfg.images)):
+        print(predict_line(model, meta, path, cfg.topk, Path(cfg.out)), flush=True)
+    return 0
+
+
+def load_predictor(run_dir: Path, fmt: str, checkpoint: str):
+    """(callable x -> logits, meta dict) for the eager checkpoint or an exported artifact."""
+    if fmt == "eager":
+        from hpml_bench.deploy.runload import load_trained
+
+        trained = load_trained(run_dir, checkpoint)
+        meta = {"task": trained.task, "preprocess": trained.preprocess(), "class_names": trained.class_names()}
+        return trained.model, meta
+    from hpml_bench.deploy.formats import FORMATS
+
+    folder = export_folder(run_dir, FORMATS.get(fmt).name, checkpoint)
+    if not (folder / META).is_file():
+        raise HpmlError(f"no {fmt} export in {folder}; run: hpml export run={run_dir} format={fmt}"
+                        + ("" if checkpoint == "best" else f" checkpoint={checkpoint}"))
+    meta = json.loads((folder / META).read_text())
+    return FORMATS.get(fmt)().load(folder / meta["file"]), meta
+
+
+def predict_line(model, meta: dict, path: Path, topk: int, out: Path) -> str:
+    x = load_input(path, meta["preprocess"])
+    with torch.no_grad():
+        logits = model(x).float()
+    if meta["task"] == "segmentation":
+        return f"{path} " + segmentation_result(logits, path, out)
+    probs = torch.softmax(logits[0], dim=0)
+    values, indices = probs.topk(min(topk, len(probs)))
+    names = meta["class_names"]
+    return f"{path} " + " ".join(f"{names[i]}:{v:.6f}" for v, i in zip(values.tolist(), indices.tolist()))
+
+
+def segmentation_result(logits: torch.Tensor, path: Path, out: Path) -> str:
+    """Writes the argmax mask (class k as k * 255 // (classes - 1)) and returns its summary."""
+    from PIL import Image
+
+    classes = logits.shape[1]
+    mask = logits[0].argmax(0).to(torch.uint8)
+    foreground = (mask > 0).float().mean().item()
+    out.mkdir(parents=True, exist_ok=True)
+    file = out / f"{path.stem}_mask.png"
+    Image.fromarray((mask.to(torch.int32) * (255 // max(1, classes - 1))).to(torch.uint8).numpy()).save(file)
+    return f"foreground={foreground:.6f} mask={file}"

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -94,7 +94,7 @@ class CorruptImage(HpmlError):
 
 class FileImages(Dataset):
     """Samples decoded on the fly. With on_corrupt=skip an unreadable sample yields None
-    (dropped by `skip_none_collate`) and a warning naming the file."""
+    (dropped by data.collate.skip_none_collate) and a warning naming the file."""
 
     def __init__(self, samples: Sequence[Sample], cfg: FileDatasetConfig, task: str, train: bool):
         self.samples, self.cfg = list(samples), cfg
@@ -133,11 +133,6 @@ def finish(augment: v2.Transform, image: torch.Tensor, target: torch.Tensor, seg
         image, mask = augment(tv_tensors.Image(image), tv_tensors.Mask(target))
         return image, mask.as_subclass(torch.Tensor).long()
     return augment(tv_tensors.Image(image)).as_subclass(torch.Tensor), target
-
-
-def skip_none_collate(batch):
-    """default_collate over the samples that could be read."""
-    return default_collate([b for b in batch if b is not None])
 
 
 def check_labels(samples: Sequence[Sample], num_classes: int, where: str) -> None:

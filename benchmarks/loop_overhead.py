@@ -44,7 +44,7 @@ def overrides(args) -> list[str]:
             f"dataset.batch_size={args.batch_size}", f"dataset.num_train={args.batch_size * args.steps}",
             f"dataset.num_classes={NUM_CLASSES}", "dataset.num_val=1", "trainer.checkpoint_every=0",
             "trainer.progress=never", "optimizer=sgd", "optimizer.lr=0.01", "optimizer.momentum=0.9",
-            "optimizer.weight_decay=0", "scheduler=constant", "device=cpu"]
+            "optimizer.weight_decay=0", "scheduler=constant", f"device={args.device}"]
 
 
 # -- whole-process form: the three contenders, each run as `python loop_overhead.py --worker X`
@@ -65,18 +65,23 @@ def _model(args) -> nn.Module:
 def plain_worker(args) -> float:
     """What a user writes by hand: DataLoader, forward, loss, backward, step."""
     torch.manual_seed(0)
-    loader = torch.utils.data.DataLoader(_data(args), batch_size=args.batch_size, shuffle=True)
-    model = _model(args).train()
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    loader = torch.utils.data.DataLoader(_data(args), batch_size=args.batch_size, shuffle=True, pin_memory=cuda)
+    model = _model(args).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     for _ in range(2):  # warm-up epoch, measured epoch
         samples, start = 0, time.perf_counter()
         for x, y in loader:
+            x, y = x.to(device, non_blocking=cuda), y.to(device, non_blocking=cuda)
             loss = loss_fn(model(x), y)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             samples += len(y)
+        if cuda:
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     return samples / seconds
 
@@ -102,12 +107,14 @@ def lightning_worker(args) -> float:
             self.start = time.perf_counter()
 
         def on_train_epoch_end(self, trainer, module):
+            if torch.cuda.is_available() and args.device == "cuda":
+                torch.cuda.synchronize()
             self.seconds = time.perf_counter() - self.start
 
     torch.manual_seed(0)
     loader = torch.utils.data.DataLoader(_data(args), batch_size=args.batch_size, shuffle=True)
     clock = EpochClock()
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(max_epochs=2, accelerator="gpu" if args.device == "cuda" else "cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[clock])
     trainer.fit(Module(), loader)
     return args.batch_size * args.steps / clock.seconds
@@ -119,7 +126,7 @@ def run_worker(args, contender: str, folder: Path) -> float:
         cmd = [sys.executable, "-m", "hpml_bench", "train", *overrides(args), "trainer.epochs=2",
                "trainer.warmup_epochs=1", f"run_dir={folder}"]
     else:
-        cmd = [sys.executable, __file__, "--worker", contender, "--model", args.model, "--image-size",
+        cmd = [sys.executable, __file__, "--worker", contender, "--device", args.device, "--model", args.model, "--image-size",
                str(args.image_size), "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HPML_RUN_ID": ""})
     if proc.returncode:
@@ -199,7 +206,8 @@ def inprocess_form(args) -> dict[str, list[float]]:
 def report(results: dict[str, list[float]], args) -> None:
     plain = results["plain"]
     print(f"\n{args.form}: {args.model} {args.image_size}x{args.image_size}, batch {args.batch_size}, "
-          f"{args.steps} steps per epoch, {len(plain)} rounds, {torch.get_num_threads()} threads")
+          f"{args.steps} steps per epoch, {len(plain)} rounds, "
+          f"{torch.cuda.get_device_name() if args.device == 'cuda' else f'CPU, {torch.get_num_threads()} threads'}")
     print("| contender | median samples/s | vs plain (median of per-round ratios) |\n|---|---|---|")
     for name, speeds in results.items():
         ratio = statistics.median(s / p for s, p in zip(speeds, plain))
@@ -210,6 +218,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--form", choices=("process", "inprocess"), default="process")
     p.add_argument("--model", default="resnet18")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: whole-process form only")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=20, help="batches per epoch")

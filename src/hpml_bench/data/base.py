@@ -95,7 +95,7 @@ def _loader(cfg: DatasetConfig, ds: Dataset, sampler, batch_size: int, drop_last
         sampler=sampler,
         num_workers=workers,
         pin_memory=cfg.pin_memory and torch.cuda.is_available(),
-        persistent_workers=cfg.persistent_workers and workers > 0,
+        persistent_workers=(cfg.persistent_workers or getattr(ds, "persistent_workers", False)) and workers > 0,
         prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
         drop_last=drop_last,
     )

@@ -22,9 +22,13 @@ class BatchAugment:
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.flip:
-            coins = (torch.rand(len(images)) < 0.5).to(images.device, non_blocking=True)
-            images = torch.where(coins.view(-1, 1, 1, 1), F.horizontal_flip(images), images)
+            # Integer indices chosen on the host: a boolean mask would make a GPU wait (nonzero),
+            # and flipping only the chosen samples moves half the bytes of a where() over all.
+            chosen = torch.nonzero(torch.rand(len(images)) < 0.5).flatten().to(images.device)
+            images = images.clone()
+            images[chosen] = F.horizontal_flip(images[chosen])
             if self.segmentation:
-                targets = torch.where(coins.view(-1, 1, 1), F.horizontal_flip(targets), targets)
+                targets = targets.clone()
+                targets[chosen] = F.horizontal_flip(targets[chosen])
         images = self.to_float(images)
         return images, targets.long() if self.segmentation else targets

@@ -50,7 +50,10 @@ class DeviceLoader:
             inputs, targets = (t if t.is_pinned() else t.pin_memory() for t in (inputs, targets))
         inputs = inputs.to(self.device, non_blocking=self.cuda)
         targets = targets.to(self.device, non_blocking=self.cuda)
-        return self.transform(inputs, targets) if self.transform is not None else (inputs, targets)
+        if self.transform is None:
+            return inputs, targets
+        with contextlib.nullcontext() if self.cuda else one_thread():
+            return self.transform(inputs, targets)
 
     def _ahead(self) -> Iterator:
         stream = torch.cuda.Stream(self.device) if self.cuda else None
@@ -80,3 +83,16 @@ class DeviceLoader:
             for tensor in placed:  # made on the side stream, used on the compute stream
                 tensor.record_stream(current)
         return placed
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Host batch transforms are a few memory-bound passes (~2 ms a batch): split over intra-op
+    threads they wait at barriers for threads the OS gave to other work. On this shared 2-core
+    machine one thread ran them 10-20x faster than two (README, "Data path")."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -41,7 +41,7 @@ def base(args) -> list[str]:
     return [f"model={args.model}", "dataset=synthetic", f"dataset.image_size={args.image_size}",
             f"dataset.batch_size={args.batch_size}", f"dataset.num_train={args.batch_size * args.steps}",
             "dataset.num_val=64", f"trainer.epochs={args.epochs}", "trainer.warmup_epochs=1",
-            "trainer.checkpoint_every=0", "trainer.progress=never", "optimizer=sgd", "scheduler=constant", "device=cpu"]
+            "trainer.checkpoint_every=0", "trainer.progress=never", "optimizer=sgd", "scheduler=constant", f"device={args.device}"]
 
 
 def in_process(args, strategy: str, folder: Path) -> float:
@@ -68,6 +68,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--only-world-size-1", action="store_true", help="skip the 2-rank runs")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: the 2-rank runs need 2 GPUs")
     args = p.parse_args()
     rows, failures = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,7 +91,8 @@ def main() -> None:
             rows.append((name, 2, s["global_batch"], s["median_samples_per_s"]))
             print(f"{name}: {s['median_samples_per_s']:.1f} samples/s", file=sys.stderr)
     print(f"\n{args.model}, synthetic {args.image_size}x{args.image_size}, batch {args.batch_size} per rank, "
-          f"{args.steps} steps/epoch, CPU ({os.cpu_count()} cores), torch {torch.__version__}")
+          f"{args.steps} steps/epoch, {torch.cuda.get_device_name() if args.device == 'cuda' else f'CPU ({os.cpu_count()} cores)'}, "
+          f"torch {torch.__version__}")
     print(f"ddp(ws=1)/single: median of {args.rounds} alternating rounds' ratios = {statistics.median(ratios):.3f}\n")
     print("| strategy | ranks | global batch | samples/s (median) | vs single |")
     print("|---|---|---|---|---|")

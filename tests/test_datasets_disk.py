@@ -238,7 +238,8 @@ def test_train_on_each_layout(hpml, tmp_path, maker, args):
 
 
 def test_data_stall_warning_names_the_knobs(hpml, tmp_path):
-    root = make_image_folder(tmp_path / "c", classes=2, per_class=8, size=256)
+    # large PNGs, a tiny model: decoding (even with torchvision.io) must dominate the epoch
+    root = make_image_folder(tmp_path / "c", classes=2, per_class=8, size=448)
     result = hpml("train", "dataset=image_folder", f"dataset.root={root}", "dataset.num_classes=2",
                   "model=mlp", "dataset.image_size=8", "trainer.epochs=2", "trainer.progress=never")
     assert result.rc == 0

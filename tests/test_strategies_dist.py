@@ -156,6 +156,8 @@ def test_a_crashing_rank_fails_the_run_without_hanging(tmp_path, form):
     (["strategy=pipe", "model=unet_tiny", "task=segmentation", "strategy.nproc_per_node=2"], "UNet declares no pipeline split points"),
     (["strategy=pipe", "dataset.batch_size=30"], "does not split into strategy.n_microbatches=4"),
     (["strategy=pipe", "trainer.grad_accum_steps=2"], "strategy=pipe accumulates over micro-batches"),
+    (["strategy=ddp", "strategy.nproc_per_node=2", "strategy.comm_hook=powersgd"], "comm_hook=powersgd needs the nccl backend"),
+    (["strategy=ddp", "strategy.backend=gloo", "strategy.comm_hook=powersgd"], "comm_hook=powersgd needs the nccl backend"),
 ])
 def test_impossible_combinations_fail_before_launch(hpml, tmp_path, args, message):
     result = hpml("train", *BASE, *args)

@@ -8,10 +8,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from hpml_bench.data.collate import batch_collate, skip_none_collate
 from hpml_bench.errors import HpmlError
 from hpml_bench.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
+# Other sources of a data set's splits, switched on by a config flag of the same name
+# (cache.py registers "cache": `hpml prepare`'s arrays), so this module imports none of them.
+SOURCES: Registry = Registry("data source")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,12 +69,8 @@ def normalize(channels: int) -> v2.Normalize:
 
 def build_datasets(cfg: DatasetConfig, task: str) -> tuple[Dataset, Dataset]:
     """(train, validation) data sets for `task` ('classification' or 'segmentation')."""
-    if getattr(cfg, "cache", False):
-        from hpml_bench.data.cache import load_cache
-
-        train, val = load_cache(cfg, task)
-    else:
-        train, val = DATASETS.get(cfg.name)(cfg, task)
+    source = next((SOURCES.get(flag) for flag in SOURCES.names() if getattr(cfg, flag, False)), None)
+    train, val = (source or DATASETS.get(cfg.name))(cfg, task)
     for split, ds in (("train", train), ("validation", val)):
         if len(ds) == 0:
             raise HpmlError(f"dataset {cfg.name}: the {split} split is empty; check dataset.root={cfg.root}")
@@ -87,14 +87,12 @@ def build_loaders(cfg: DatasetConfig, strategy, task: str, seed: int) -> tuple[D
     train = _loader(cfg, train_ds, sampler, cfg.batch_size, cfg.drop_last or full or lone_last)
     val_batch = cfg.val_batch_size or cfg.batch_size
     val = _loader(cfg, val_ds, strategy.sampler(val_ds, shuffle=False, seed=seed), val_batch, full)
-    return train, val
+    # The strategy moves batches to its device (prefetching on a GPU) and runs the data
+    # set's batch_transform there (uint8 -> float, augmentation; see batch_transforms.py).
+    return strategy.device_loader(train), strategy.device_loader(val)
 
 
 def _loader(cfg: DatasetConfig, ds: Dataset, sampler, batch_size: int, drop_last: bool) -> DataLoader:
-    from hpml_bench.data.files import skip_none_collate
-
-    from hpml_bench.data.cache import batch_collate
-
     workers = cfg.num_workers
     skipping = getattr(cfg, "on_corrupt", "error") == "skip"
     collate = batch_collate if hasattr(ds, "__getitems__") else skip_none_collate if skipping else None
@@ -105,7 +103,7 @@ def _loader(cfg: DatasetConfig, ds: Dataset, sampler, batch_size: int, drop_last
         sampler=sampler,
         num_workers=workers,
         pin_memory=cfg.pin_memory and torch.cuda.is_available(),
-        persistent_workers=cfg.persistent_workers and workers > 0,
+        persistent_workers=(cfg.persistent_workers or getattr(ds, "persistent_workers", False)) and workers > 0,
         prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
         drop_last=drop_last,
     )

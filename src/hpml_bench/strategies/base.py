@@ -131,6 +131,13 @@ class Strategy:
         replicas, index = self.data_parallel
         return ResumableSampler(dataset, num_replicas=replicas, rank=index, shuffle=shuffle, seed=seed)
 
+    def device_loader(self, loader):
+        """The loader as the trainer iterates it: batches on this strategy's device, with the
+        data set's `batch_transform` (uint8 -> float, augmentation) run there, prefetched on a GPU."""
+        from hpml_bench.strategies.prefetch import DeviceLoader
+
+        return DeviceLoader(loader, self.device, getattr(loader.dataset, "batch_transform", None))
+
     def to_device(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, targets = batch
         non_blocking = self.device.type == "cuda"

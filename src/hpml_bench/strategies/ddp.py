@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
 from torch.nn.parallel import DistributedDataParallel
@@ -51,6 +52,20 @@ class DDPConfig(DistributedConfig):
 
 @STRATEGIES.register("ddp", config=DDPConfig)
 class DDPStrategy(DistributedStrategy):
+    @classmethod
+    def preflight(cls, cfg, world_size: int) -> None:
+        super().preflight(cfg, world_size)
+        cuda = torch.cuda.is_available() and cfg.device != "cpu"
+        gloo = cfg.strategy.backend == "gloo" or (cfg.strategy.backend == "auto" and not cuda)
+        if cfg.strategy.comm_hook == "powersgd" and gloo:
+            # The hook chains further all-reduces (Ps, then Qs) from the futures of earlier
+            # ones; gloo completes those futures on its own worker threads, so with several
+            # buckets in flight the ranks issue the collectives in different orders and gloo
+            # aborts the process ("op.preamble.length <= op.nbytes", SIGABRT). NCCL only.
+            raise HpmlError("strategy.comm_hook=powersgd needs the nccl backend (CUDA GPUs): over gloo its "
+                            "chained asynchronous all-reduces go out of order and abort; use comm_hook=fp16 "
+                            "or bf16 on CPU")
+
     def wrap(self, model: nn.Module) -> nn.Module:
         cfg: DDPConfig = self.cfg
         ddp = DistributedDataParallel(

@@ -14,4 +14,4 @@ class Classification(Task):
     monitor_higher_is_better = True
 
     def metrics(self) -> MetricCollection:
-        return MetricCollection({"acc": MulticlassAccuracy(self.num_classes, average="micro")})
+        return MetricCollection({"acc": MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)})

@@ -37,7 +37,7 @@ class Segmentation(Task):
 
     def metrics(self) -> MetricCollection:
         return MetricCollection({
-            "miou": MulticlassJaccardIndex(self.num_classes, average="macro"),
+            "miou": MulticlassJaccardIndex(self.num_classes, average="macro", validate_args=False),
             "dice": ForegroundDice(self.num_classes),
-            "pixel_acc": MulticlassAccuracy(self.num_classes, average="micro"),
+            "pixel_acc": MulticlassAccuracy(self.num_classes, average="micro", validate_args=False),
         })

@@ -25,7 +25,10 @@ FILE_TAGS = {"gradcam": "gradcam", "gradcam++": "gradcampp", "scorecam": "scorec
 
 
 def cam_methods() -> dict:
-    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, ScoreCAM
+    try:
+        from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, ScoreCAM
+    except ImportError as exc:  # an optional extra: say how to get it, not a traceback
+        raise HpmlError("hpml cam needs the grad-cam package: pip install 'hpml-bench[cam]' (or pip install grad-cam)") from exc
 
     return {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM, "eigencam": EigenCAM}
 

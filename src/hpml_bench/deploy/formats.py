@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hpml_bench.errors import HpmlError
 from hpml_bench.registry import Registry
 
 FORMATS: Registry = Registry("format")
@@ -119,7 +120,10 @@ class Onnx(Format):
                               output_names=["output"], verbose=False)
 
     def load(self, path):
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise HpmlError("format=onnx needs onnxruntime: pip install 'hpml-bench[export]'") from exc
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()

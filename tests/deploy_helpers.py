@@ -29,6 +29,7 @@ def make_run(folder: Path, overrides: list[str], seed: int = 0) -> Path:
     dcfg = compose_train(overrides)
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(OmegaConf.to_yaml(dcfg, resolve=True))
+    (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
     torch.manual_seed(seed)
     model = build_model_from_config(to_train_config(dcfg).model)
     torch.save({"model": model.state_dict(), "epoch": 1}, folder / "checkpoints" / "best.pt")

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from hpml_bench.errors import HpmlError
@@ -46,29 +45,13 @@ class TrainedRun:
 
 
 def read_run_config(run_dir: Path):
-    """(model config, dataset config, task) as the run trained them (typed, checked)."""
-    from hpml_bench.config import fill_from_dataset
-    from hpml_bench.data import DATASETS
-    from hpml_bench.models import MODELS
+    """(model config, dataset config, task) as the run trained them (typed, checked): the one
+    reading of a run folder's config that `hpml cam` uses too (runload.load_config)."""
+    from hpml_bench.runload import load_config
 
-    file = run_dir / CONFIG
-    if not file.is_file():
-        raise HpmlError(f"run={run_dir}: no {CONFIG} there; give the folder of an `hpml train` run")
-    saved = OmegaConf.load(file)
-    model_cfg = _typed(MODELS.schemas(), saved.model, "model")
-    dataset_cfg = _typed(DATASETS.schemas(), saved.dataset, "dataset")
-    task = saved.get("task", "auto")
-    task = model_cfg.task if task == "auto" else task
+    cfg = load_config(run_dir)
     # A weights name/file was only the starting point: the checkpoint holds every weight.
-    model_cfg = dataclasses.replace(fill_from_dataset(model_cfg, dataset_cfg, task), weights=None)
-    return model_cfg, dataset_cfg, task
-
-
-def _typed(schemas: dict[str, type], node, group: str):
-    schema = schemas.get(node.get("name"))
-    if schema is None:
-        raise HpmlError(f"config.yaml names {group} {node.get('name')!r}, which this hpml does not know")
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
+    return dataclasses.replace(cfg.model, weights=None, freeze_backbone=False), cfg.dataset, cfg.task
 
 
 def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:

@@ -31,9 +31,12 @@ def export_program(model: nn.Module, example: torch.Tensor, strict: bool = False
 
 
 def aoti_package(program: torch.export.ExportedProgram, path: Path) -> None:
-    # Under no_grad, or AOTInductor silently skips freezing (and int8 lowering).
+    # Freezing folds the weights into the graph as constants, which is what lets inductor
+    # prepack them for oneDNN and fuse the int8 q/dq patterns into int8 kernels: without it
+    # int8 ResNet-18 ran at 0.86x eager here, with it 0.20x. It needs no_grad as well, or it
+    # is silently skipped.
     with quiet(), torch.no_grad():
-        torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+        torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs={"freezing": True})
 
 
 @contextlib.contextmanager

@@ -244,3 +244,14 @@ def test_data_stall_warning_names_the_knobs(hpml, tmp_path):
                   "model=mlp", "dataset.image_size=8", "trainer.epochs=2", "trainer.progress=never")
     assert result.rc == 0
     assert result.err.count("waiting for data") == 1 and "dataset.num_workers" in result.err
+
+
+def test_data_stall_advice_on_the_cache_does_not_ask_for_the_cache_or_workers():
+    from types import SimpleNamespace
+
+    from hpml_bench.callbacks.data_stall import DataStallWarning
+
+    cached = SimpleNamespace(dataset=SimpleNamespace(in_process=True), num_workers=0)
+    decoded = SimpleNamespace(dataset=SimpleNamespace(), num_workers=0)
+    assert "cache=true" not in DataStallWarning._advice(cached) and "num_workers" not in DataStallWarning._advice(cached)
+    assert "dataset.num_workers (now 0)" in DataStallWarning._advice(decoded)

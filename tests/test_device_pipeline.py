@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 from fixtures_data import make_image_folder, make_lgg
 from hpml_bench.config import compose_train
 from hpml_bench.data import build_datasets
-from hpml_bench.data.cache import prepare_cache
+from hpml_bench.data.cache import CachedImages, prepare_cache
 from hpml_bench.data.collate import batch_collate
 from hpml_bench.strategies.prefetch import DeviceLoader
 
@@ -67,6 +67,50 @@ def test_flips_are_per_sample_seeded_and_move_masks_with_images(tmp_path, task):
             assert same or mirrored
             flipped.append(mirrored and not same)
     assert any(flipped) and not all(flipped)
+
+
+@pytest.mark.parametrize("task", CASES)
+def test_cpu_look_ahead_thread_gives_the_in_order_batches(tmp_path, task, monkeypatch):
+    """The cache is read in this process; on CPU a helper thread reads and transforms the next
+    batch. Same batches as in order, and the coins follow the sampler's seed and epoch and the
+    batch's place in the epoch, so a mid-epoch restart sees the batches it would have seen."""
+    from hpml_bench.strategies.sampler import ResumableSampler
+
+    train, _ = cached_splits(tmp_path, task)
+    assert train.in_process
+
+    def epoch(start_batch=0, seed=7, epoch=1):
+        sampler = ResumableSampler(train, num_replicas=1, rank=0, shuffle=True, seed=seed)
+        sampler.set_epoch(epoch)
+        sampler.start_index = 2 * start_batch
+        loader = DataLoader(train, batch_size=2, sampler=sampler, collate_fn=batch_collate)
+        return list(DeviceLoader(loader, torch.device("cpu"), train.batch_transform))
+
+    ahead = epoch()
+    with monkeypatch.context() as m:
+        m.setattr(CachedImages, "in_process", False)
+        in_order = epoch()
+    assert len(ahead) == len(in_order) == -(-len(train) // 2)
+    assert all(torch.equal(a, b) for x, y in zip(ahead, in_order) for a, b in zip(x, y))
+    assert all(torch.equal(a, b) for x, y in zip(ahead[3:], epoch(start_batch=3)) for a, b in zip(x, y))
+    assert not all(torch.equal(x[0], y[0]) for x, y in zip(ahead, epoch(epoch=2)))  # another epoch: other draws
+
+
+def test_build_loaders_reads_the_cache_in_process_whatever_num_workers(tmp_path):
+    from hpml_bench.data import build_loaders
+    from hpml_bench.strategies import StepSettings, build_strategy
+
+    cached_splits(tmp_path, "classification")
+    args = [*CASES["classification"][1], f"dataset.root={tmp_path / 'data'}", "dataset.cache=true",
+            "dataset.num_workers=2"]
+    cfg = compose_train(args)
+    strategy = build_strategy(OmegaConf.to_object(cfg.strategy), StepSettings(device="cpu"))
+    strategy.setup()
+    train, val = build_loaders(OmegaConf.to_object(cfg.dataset), strategy, "classification", 0)
+    assert train.num_workers == 0 and val.num_workers == 0  # worker processes would only add IPC
+    decode = compose_train([*args[:-2], "dataset.num_workers=2"])
+    train, _ = build_loaders(OmegaConf.to_object(decode.dataset), strategy, "classification", 0)
+    assert train.num_workers == 2  # the decode path keeps its workers
 
 
 def _raw(ds, i):

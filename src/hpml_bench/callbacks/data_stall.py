@@ -18,6 +18,14 @@ class DataStallWarning(Callback):
         share = record["data_s"] / record["run_s"]
         if share > THRESHOLD:
             self.warned = True
-            print(f"warning: epoch {record['epoch']} spent {share:.0%} of its time waiting for data; raise "
-                  f"dataset.num_workers (now {trainer.train_loader.num_workers}) or pre-decode it with "
-                  f"`hpml prepare` and dataset.cache=true", file=sys.stderr)
+            print(f"warning: epoch {record['epoch']} spent {share:.0%} of its time waiting for data; "
+                  f"{self._advice(trainer.train_loader)}", file=sys.stderr)
+
+    @staticmethod
+    def _advice(loader) -> str:
+        if getattr(loader.dataset, "in_process", False):
+            # The cache is read in this process: workers would not help, the step is just short.
+            return ("the cached batches are read and normalised here, ahead of each step, and the step is "
+                    "shorter than that; a larger dataset.batch_size or a GPU (where it runs on the device) helps")
+        return (f"raise dataset.num_workers (now {loader.num_workers}) or pre-decode it with "
+                f"`hpml prepare` and dataset.cache=true")

@@ -93,7 +93,9 @@ def build_loaders(cfg: DatasetConfig, strategy, task: str, seed: int) -> tuple[D
 
 
 def _loader(cfg: DatasetConfig, ds: Dataset, sampler, batch_size: int, drop_last: bool) -> DataLoader:
-    workers = cfg.num_workers
+    # A data set that is cheaper to read here than to receive from a worker (the memory-mapped
+    # cache) says so; dataset.num_workers then only matters to the decode path.
+    workers = 0 if getattr(ds, "in_process", False) else cfg.num_workers
     skipping = getattr(cfg, "on_corrupt", "error") == "skip"
     collate = batch_collate if hasattr(ds, "__getitems__") else skip_none_collate if skipping else None
     return DataLoader(

@@ -3,18 +3,27 @@ on the strategy's device and transformed there.
 
 On a GPU: uint8 batches are pinned, copied without blocking on a side CUDA stream, and
 augmented/normalised on that stream (the data set's batch_transform), one batch ahead, so the
-copy and the transform of batch i+1 overlap the training of batch i. Handing a batch over, the
-host waits for that batch's event: the loop's data_s stays the time spent waiting for a ready
-batch. On CPU the same steps run in the main process, in order (no look-ahead needed).
+copy and the transform of batch i+1 overlap the training of batch i. On CPU, a data set read
+in this process (the memory-mapped cache: `in_process`) is read and transformed one batch ahead
+on a helper thread. Either way the loop's data_s stays the time spent waiting for a ready
+batch. Other loaders on CPU run the same steps in order.
+
+The transform's random draws (flips) come from a generator seeded per batch from the
+sampler's seed, epoch, rank and the batch's place in the epoch: the same batches on every
+device, with or without look-ahead, and after a mid-epoch resume.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, Optional
 
 import torch
 
-Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# (images, targets, generator) -> (images, targets), on the batch's device
+Transform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
 class DeviceLoader:
@@ -23,6 +32,10 @@ class DeviceLoader:
     Anything else (sampler, dataset, num_workers, len) is the wrapped loader's. `prefetch`
     (default: on CUDA) runs the one-batch look-ahead; on CPU it only reorders host work, which
     the tests use to check that the look-ahead hands out the same batches."""
+
+    # Batches the CPU look-ahead thread keeps ready: two absorb a step that is briefly shorter
+    # than a read (tiny models on a shared 2-core machine); more only hold memory.
+    host_depth = 2
 
     def __init__(self, loader, device: torch.device, transform: Optional[Transform] = None,
                  prefetch: Optional[bool] = None):
@@ -39,11 +52,24 @@ class DeviceLoader:
         return getattr(self.loader, name)
 
     def __iter__(self) -> Iterator:
-        if not self.prefetch:
-            return map(self._place, self.loader)
-        return self._ahead()
+        seeds = self._batch_seeds()
+        if self.prefetch:
+            return self._ahead(seeds)
+        if self.transform is not None and getattr(self.loader.dataset, "in_process", False) \
+                and self.loader.num_workers == 0:
+            return self._thread_ahead(seeds)
+        return map(self._place, self.loader, seeds)
 
-    def _place(self, batch):
+    def _batch_seeds(self) -> Iterator[int]:
+        if self.transform is None:
+            return itertools.repeat(0)
+        sampler = self.loader.sampler
+        if all(hasattr(sampler, a) for a in ("seed", "epoch", "rank")):  # DistributedSampler's
+            first = getattr(sampler, "start_index", 0) // (self.loader.batch_size or 1)
+            return (hash((sampler.seed, sampler.epoch, sampler.rank, k)) & (2**62 - 1) for k in itertools.count(first))
+        return itertools.count(int(torch.randint(0, 2**62, ())))  # a plain loader: one draw per epoch
+
+    def _place(self, batch, seed: int):
         """Copy to the device (non-blocking from pinned memory), then transform there."""
         inputs, targets = batch
         if self.cuda:
@@ -53,15 +79,30 @@ class DeviceLoader:
         if self.transform is None:
             return inputs, targets
         with contextlib.nullcontext() if self.cuda else one_thread():
-            return self.transform(inputs, targets)
+            return self.transform(inputs, targets, torch.Generator().manual_seed(seed))
 
-    def _ahead(self) -> Iterator:
+    def _thread_ahead(self, seeds: Iterator[int]) -> Iterator:
+        """CPU: batch i+1 is gathered from the memory map and transformed on a helper thread
+        (torch ops release the GIL) while batch i trains; waiting for it is data_s."""
+        batches = iter(self.loader)
+
+        def read(seed: int):
+            batch = next(batches, None)  # in_process data sets draw nothing random here
+            return None if batch is None else self._place(batch, seed)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="hpml-batches") as pool:  # one thread: reads in order
+            pending = collections.deque(pool.submit(read, next(seeds)) for _ in range(self.host_depth))
+            while (placed := pending.popleft().result()) is not None:
+                pending.append(pool.submit(read, next(seeds)))
+                yield placed
+
+    def _ahead(self, seeds: Iterator[int]) -> Iterator:
         stream = torch.cuda.Stream(self.device) if self.cuda else None
         batches = iter(self.loader)
 
         def issue(batch):
             with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
-                placed = self._place(batch)
+                placed = self._place(batch, next(seeds))
                 ready = torch.cuda.Event() if stream is not None else None
                 if ready is not None:
                     ready.record(stream)

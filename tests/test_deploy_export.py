@@ -160,10 +160,10 @@ def test_int8_of_a_trained_model_loses_at_most_one_point(tmp_path):
     """pt2e int8 (calibrated on training batches) against fp32 on the run's 400 validation images."""
     from hpml_bench.cli import main
 
-    run = tmp_path / "mlp"
-    assert main(["train", "model=mlp", f"run_dir={run}", "dataset.image_size=16", "dataset.num_train=1024",
-                 "dataset.num_val=400", "dataset.batch_size=32", "trainer.epochs=6", "trainer.progress=never"]) == 0
+    run = tmp_path / "resnet18"  # a conv net: its convolutions are what the int8 kernels replace
+    assert main(["train", "model=resnet18", f"run_dir={run}", "dataset.image_size=32", "trainer.epochs=5",
+                 "trainer.progress=never"]) == 0
     _, artifact = _export(run, "int8", calibration_batches=8)
     check = json.loads((artifact.parent / "meta.json").read_text())["check"]
-    assert check["samples"] == 400 and check["fp32"] > 0.4  # a model that learned (chance is 0.25)
+    assert check["samples"] == 400 and check["fp32"] > 0.9  # a model that learned (chance is 0.25)
     assert check["fp32"] - check["int8"] <= 0.01, check

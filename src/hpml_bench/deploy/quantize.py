@@ -18,8 +18,9 @@ from hpml_bench.errors import HpmlError
 def quantize_int8(model: nn.Module, example: torch.Tensor, batches: Iterable[torch.Tensor]) -> nn.Module:
     """The converted (int8 q/dq) graph module, calibrated on `batches` of model inputs."""
     try:
-        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        with quiet():  # torchao's import warns about torch internals (pytree enum registration)
+            import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     except ImportError as exc:
         raise HpmlError("format=int8 needs torchao: pip install -e '.[export]'") from exc
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())

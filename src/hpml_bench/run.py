@@ -109,6 +109,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def _run_info(cfg: TrainConfig, strategy: Strategy, model: torch.nn.Module, choices: dict) -> dict[str, Any]:
     """What the epoch table's title and summary.json state about the run."""
+    total, trainable = count_parameters(model), count_parameters(model, trainable_only=True)
     device = strategy.device
     return {
         "model": choices.get("model", cfg.model.name),
@@ -121,9 +122,9 @@ def _run_info(cfg: TrainConfig, strategy: Strategy, model: torch.nn.Module, choi
         "grad_accum_steps": cfg.trainer.grad_accum_steps,
         "input_size": cfg.dataset.image_size,
         "precision": cfg.trainer.precision,
-        "parameters": count_parameters(model),
-        "trainable_parameters": count_parameters(model, trainable_only=True),
-        "frozen_parameters": count_parameters(model) - count_parameters(model, trainable_only=True),
+        "parameters": total,
+        "trainable_parameters": trainable,
+        "frozen_parameters": total - trainable,
         "unfreeze_at_epoch": cfg.trainer.unfreeze_at_epoch,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "torch": torch.__version__,

@@ -80,24 +80,27 @@ def flat_config(config: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-class StepScalars:
-    """Every n-th training step: loss, lr, mean step time and samples/s since the last log.
+class StepLogger(Callback):
+    """Base of the loggers: every n-th training step, `log_step(global_step, scalars)` gets
+    loss, lr, mean step time and samples/s since the last log.
 
     Only then is the loss read from the device (`.item()` waits for it), so the other steps
     add no host sync."""
 
-    def __init__(self, every: int):
-        self.every = every
+    every = 1
 
-    def start_epoch(self, trainer) -> None:
+    def log_step(self, step: int, scalars: dict[str, float]) -> None:
+        raise NotImplementedError
+
+    def on_train_epoch_start(self, trainer) -> None:
         self.step_in_epoch = self.window_steps = 0
         self.window_start = time.perf_counter()
 
-    def after_step(self, trainer, out) -> Optional[tuple[int, dict[str, float]]]:
+    def on_step_end(self, trainer, out) -> None:
         self.step_in_epoch += 1
         self.window_steps += 1
         if self.step_in_epoch % self.every:
-            return None
+            return
         now = time.perf_counter()
         elapsed, steps = now - self.window_start, self.window_steps
         self.window_start, self.window_steps = now, 0
@@ -107,26 +110,20 @@ class StepScalars:
                    "train/samples_per_s": samples / elapsed if elapsed > 0 else 0.0}
         if out.n:
             scalars["train/loss"] = out.loss.item()
-        return trainer.epoch * trainer.steps_per_epoch + self.step_in_epoch, scalars
+        self.log_step(trainer.epoch * trainer.steps_per_epoch + self.step_in_epoch, scalars)
 
 
-class TensorBoardLogger(Callback):
+class TensorBoardLogger(StepLogger):
     def __init__(self, cfg: LoggerConfig, log_dir: Path, config: dict[str, Any], info: dict[str, Any]):
         from torch.utils.tensorboard import SummaryWriter  # imported only when asked for
 
         self.writer = SummaryWriter(str(log_dir))
-        self.steps = StepScalars(cfg.log_every_n_steps)
+        self.every = cfg.log_every_n_steps
         self.config, self.info = config, info
 
-    def on_train_epoch_start(self, trainer) -> None:
-        self.steps.start_epoch(trainer)
-
-    def on_step_end(self, trainer, out) -> None:
-        logged = self.steps.after_step(trainer, out)
-        if logged is not None:
-            step, scalars = logged
-            for key, value in scalars.items():
-                self.writer.add_scalar(key, value, step)
+    def log_step(self, step: int, scalars: dict[str, float]) -> None:
+        for key, value in scalars.items():
+            self.writer.add_scalar(key, value, step)
 
     def on_epoch_end(self, trainer, record: dict) -> None:
         for key, value in epoch_scalars(record).items():
@@ -144,7 +141,7 @@ class TensorBoardLogger(Callback):
         self.writer.close()
 
 
-class WandbLogger(Callback):
+class WandbLogger(StepLogger):
     def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict[str, Any], info: dict[str, Any]):
         import wandb  # imported only when asked for: it is slow to import
 
@@ -162,7 +159,7 @@ class WandbLogger(Callback):
         self.run.define_metric("train/*", step_metric="global_step")
         self.run.define_metric("epoch")
         self.run.define_metric("epoch/*", step_metric="epoch")
-        self.steps = StepScalars(cfg.log_every_n_steps)
+        self.every = cfg.log_every_n_steps
         self.console = make_console()
         self.console.print(self._where())
 
@@ -172,14 +169,8 @@ class WandbLogger(Callback):
                     f"`wandb sync {Path(self.run.dir).parent}`")
         return f"W&B {self.mode}: run {self.run.id}" + (f" at {self.run.url}" if self.mode == "online" else "")
 
-    def on_train_epoch_start(self, trainer) -> None:
-        self.steps.start_epoch(trainer)
-
-    def on_step_end(self, trainer, out) -> None:
-        logged = self.steps.after_step(trainer, out)
-        if logged is not None:
-            step, scalars = logged
-            self.run.log({**scalars, "global_step": step})
+    def log_step(self, step: int, scalars: dict[str, float]) -> None:
+        self.run.log({**scalars, "global_step": step})
 
     def on_epoch_end(self, trainer, record: dict) -> None:
         self.run.log({**epoch_scalars(record), "epoch": record["epoch"]})

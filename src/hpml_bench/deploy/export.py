@@ -34,7 +34,7 @@ class ExportConfig:
     calibration_batches: int = 8  # int8: training batches the observers see
     tolerance: float = 1e-4  # parity: max |artifact - eager| / max(1, max |eager|)
     parity_images: int = 8  # validation images the parity check runs
-    int8_max_drop: float = 0.01  # one point, as promised; int8 is refused when its accuracy falls more than this below fp32
+    int8_max_drop: float = 0.01  # int8 is refused when it scores more than this (one point) below fp32
     eval_batches: Optional[int] = None  # int8: validation batches scored (null = all)
     threads: Optional[int] = None  # torch CPU threads (null = torch's default)
 

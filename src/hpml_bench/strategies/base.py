@@ -133,7 +133,8 @@ class Strategy:
 
     def device_loader(self, loader):
         """The loader as the trainer iterates it: batches on this strategy's device, with the
-        data set's `batch_transform` (uint8 -> float, augmentation) run there, prefetched on a GPU."""
+        data set's `batch_transform` (uint8 -> float, augmentation) run there, prefetched on a GPU
+        (and on CPU for a data set read in process, the cache)."""
         from hpml_bench.strategies.prefetch import DeviceLoader
 
         return DeviceLoader(loader, self.device, getattr(loader.dataset, "batch_transform", None))

@@ -22,8 +22,9 @@ from tests.conftest import TINY
 pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = [*TINY, "model=mlp", "trainer.epochs=2"]
-# Long enough epochs (~2 s) to signal one mid-epoch: mlp, 2048 images of 16x16, 128 steps.
-LONG = [*TINY, "model=mlp", "trainer.epochs=3", "dataset.num_train=2048", "dataset.batch_size=16"]
+# Long enough epochs (~1 s on an idle 2-core machine) to signal one mid-epoch: mlp, 8192 images
+# of 16x16, 512 steps. (2048 images made 0.25 s epochs: too close for a signal sent by a test.)
+LONG = [*TINY, "model=mlp", "trainer.epochs=3", "dataset.num_train=8192", "dataset.batch_size=16"]
 
 
 def _cluster_up() -> bool:
@@ -60,16 +61,26 @@ def job_field(job: str, name: str) -> str | None:
 FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE")
 
 
+# The local cluster's AuthInfo=cred_expire (scripts/slurm/local-cluster.sh), plus a margin.
+CRED_EXPIRE_S = 10 + 1.5
+
+
 def wait_gone(job: str, timeout: float = 180) -> None:
     """Until the job has ended for good (polling scontrol: sbatch --wait notices the end late,
-    and squeue briefly shows nothing while a job is being requeued)."""
-    end = time.time() + timeout
+    and squeue briefly shows nothing while a job is being requeued).
+
+    A requeued job waits for SLURM's begin time (the credential expiry plus a scheduler pass);
+    once the credential has expired we ask for the start at once. Asking earlier makes slurmd
+    refuse the start ("Job credential revoked") and the job ends FAILED: a flaky test."""
+    end, requeued_at = time.time() + timeout, None
     while time.time() < end:
         state = job_field(job, "JobState")
         if state in FINAL:
             return
         if state == "PENDING" and job_field(job, "Restarts") not in (None, "0"):
-            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
+            requeued_at = requeued_at or time.time()
+            if time.time() - requeued_at > CRED_EXPIRE_S:
+                subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
         time.sleep(0.5)
     raise AssertionError(f"job {job} not finished after {timeout} s: {log(job)[-2000:]}")
 

@@ -13,6 +13,7 @@ from conftest import TINY, hpml_subprocess, only_run_folder
     (["strategy=fsdpp"], "unknown strategy 'fsdpp' (did you mean 'fsdp'?)"),
     (["model.name=resnett"], "unknown model 'resnett' (did you mean 'resnet'?)"),
     (["dataset.batch_size=0"], "dataset.batch_size=0 must be positive"),
+    (["dataset.worker_start=threads"], "dataset.worker_start=threads: use one of auto, fork, forkserver, spawn"),
     (["trainer.epochs=-2"], "trainer.epochs=-2 must be positive"),
     (["trainer.precision=fp16"], "trainer.precision=fp16 needs a CUDA GPU"),
     (["resume=nowhere"], "resume=nowhere: no checkpoint at nowhere/checkpoints/last.pt"),

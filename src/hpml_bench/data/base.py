@@ -1,6 +1,7 @@
 """What every data set shares: loader knobs, the registry, the loaders factory."""
 from __future__ import annotations
 
+import multiprocessing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
@@ -17,6 +18,7 @@ DATASETS: Registry = Registry("dataset")
 # (cache.py registers "cache": `hpml prepare`'s arrays), so this module imports none of them.
 SOURCES: Registry = Registry("data source")
 
+WORKER_STARTS = ("auto", "fork", "forkserver", "spawn")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -39,6 +41,9 @@ class DatasetConfig:
     num_workers: int = 0
     pin_memory: bool = False
     persistent_workers: bool = False
+    # How workers start: auto (the strategy's: forkserver when distributed, else fork),
+    # fork, forkserver or spawn.
+    worker_start: str = "auto"
     prefetch_factor: Optional[int] = None
     drop_last: bool = False
     augment: bool = True
@@ -58,6 +63,8 @@ class DatasetConfig:
                 raise HpmlError(f"dataset.{knob}={getattr(self, knob)} must be positive")
         if self.num_workers < 0:
             raise HpmlError(f"dataset.num_workers={self.num_workers} must be 0 or more")
+        if self.worker_start not in WORKER_STARTS:
+            raise HpmlError(f"dataset.worker_start={self.worker_start}: use one of {', '.join(WORKER_STARTS)}")
 
 
 def normalize(channels: int) -> v2.Normalize:
@@ -84,15 +91,17 @@ def build_loaders(cfg: DatasetConfig, strategy, task: str, seed: int) -> tuple[D
     sampler = strategy.sampler(train_ds, shuffle=True, seed=seed)
     # A last training batch of one sample breaks batch norm ("expected more than 1 value per channel").
     lone_last = len(sampler) > 1 and len(sampler) % cfg.batch_size == 1
-    train = _loader(cfg, train_ds, sampler, cfg.batch_size, cfg.drop_last or full or lone_last)
+    start = strategy.worker_start_method if cfg.worker_start == "auto" else cfg.worker_start
+    train = _loader(cfg, train_ds, sampler, cfg.batch_size, cfg.drop_last or full or lone_last, start)
     val_batch = cfg.val_batch_size or cfg.batch_size
-    val = _loader(cfg, val_ds, strategy.sampler(val_ds, shuffle=False, seed=seed), val_batch, full)
+    val = _loader(cfg, val_ds, strategy.sampler(val_ds, shuffle=False, seed=seed), val_batch, full, start)
     # The strategy moves batches to its device (prefetching on a GPU) and runs the data
     # set's batch_transform there (uint8 -> float, augmentation; see batch_transforms.py).
     return strategy.device_loader(train), strategy.device_loader(val)
 
 
-def _loader(cfg: DatasetConfig, ds: Dataset, sampler, batch_size: int, drop_last: bool) -> DataLoader:
+def _loader(cfg: DatasetConfig, ds: Dataset, sampler, batch_size: int, drop_last: bool,
+            start: Optional[str] = None) -> DataLoader:
     # A data set that is cheaper to read here than to receive from a worker (the memory-mapped
     # cache) says so; dataset.num_workers then only matters to the decode path.
     workers = 0 if getattr(ds, "in_process", False) else cfg.num_workers
@@ -107,5 +116,19 @@ def _loader(cfg: DatasetConfig, ds: Dataset, sampler, batch_size: int, drop_last
         pin_memory=cfg.pin_memory and torch.cuda.is_available(),
         persistent_workers=(cfg.persistent_workers or getattr(ds, "persistent_workers", False)) and workers > 0,
         prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
+        multiprocessing_context=worker_context(start, ds) if workers > 0 else None,
         drop_last=drop_last,
     )
+
+
+def worker_context(method: Optional[str], ds: Dataset):
+    """The multiprocessing context loader workers start in (None: the platform default)."""
+    if method is None:
+        return None
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        # Import torch and the data set's module once, in the server, instead of in every
+        # worker; only the data set itself is then pickled to each worker. (Not `__main__`,
+        # the default: that would be pytest or a user's script.)
+        ctx.set_forkserver_preload(["torch", "torchvision", type(ds).__module__])
+    return ctx

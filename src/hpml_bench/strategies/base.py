@@ -62,6 +62,8 @@ class Strategy:
     world_size = 1
     rank = 0
     local_rank = 0
+    # How data-loader workers start (None: the platform's default, fork on Linux).
+    worker_start_method: Optional[str] = None
 
     def __init__(self, cfg: StrategyConfig, step: StepSettings):
         self.cfg = cfg

@@ -26,6 +26,12 @@ class DistributedConfig(StrategyConfig):
 class DistributedStrategy(Strategy):
     """Joins the default process group from torchrun/SLURM variables, or alone (world size 1)."""
 
+    # Communicator threads (gloo, NCCL) take Python thread states of their own without the
+    # GIL; a fork at that instant gives a child that hangs before it runs a line (CPython
+    # gh-112275, unfixed before 3.11.10 / 3.12.1): a DDP CI run hung in a loader worker
+    # that way. Workers forked from a clean single-threaded server cannot inherit that lock.
+    worker_start_method = "forkserver"
+
     def __init__(self, cfg: DistributedConfig, step: StepSettings):
         super().__init__(cfg, step)
         env = read_dist_env()

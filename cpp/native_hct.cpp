@@ -43,6 +43,7 @@ struct Failure : std::runtime_error {
 struct Meta {
   std::string task, format;
   int channels = 3, height = 0, width = 0, center_crop = 0;
+  int static_batch = 0;  // 0: the artifact takes any batch; 1: exported with export.batch=1
   double scale = 1.0 / 255;
   std::vector<float> mean, std;
   std::vector<std::string> class_names;
@@ -54,6 +55,7 @@ static Meta read_meta(const fs::path& file) {
   if (!json.isOpened()) throw Failure("cannot read " + file.string() + " as JSON");
   Meta m;
   m.task = (std::string)json["task"];
+  if (json["input"]["batch"].isInt()) m.static_batch = (int)json["input"]["batch"];
   m.format = (std::string)json["format"];
   cv::FileNode pre = json["preprocess"];
   if (pre.empty()) throw Failure(file.string() + " has no \"preprocess\"; is it an hpml export's meta.json?");
@@ -215,6 +217,9 @@ int main(int argc, char** argv) {
     if (threads > 0) at::set_num_threads(threads);
     if (meta_file.empty()) meta_file = artifact.parent_path() / "meta.json";
     Meta meta = read_meta(meta_file);
+    if (meta.static_batch > 0 && runs > 0 && batch != meta.static_batch)
+      throw Failure("--batch " + std::to_string(batch) + ": this artifact takes a batch of " +
+                    std::to_string(meta.static_batch) + " (export.batch=1); export with export.batch=dynamic for others");
     Model model = load_model(artifact, meta.format);
     torch::NoGradGuard no_grad;
     auto files = list_images(images);

@@ -5,6 +5,8 @@ Builds cpp/build/native_hct with cpp/build.sh (cmake, g++, libopencv-dev: `bash 
 """
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +122,27 @@ def test_native_hct_errors_are_one_line(native_hct, classifier, images, tmp_path
         assert len([l for l in proc.stderr.splitlines() if l.startswith("error:")]) == 1
     bench = _native(native_hct, art, images, "--bench", 5, "--batch", 2)
     assert bench.returncode == 0 and "latency_ms median=" in bench.stdout
+
+
+def test_a_batch_one_aoti_export_agrees_with_predict_and_refuses_other_batches(native_hct, images, tmp_path):
+    run = make_run(tmp_path / "b1", ["model=hct_tiny", "dataset.image_size=32", "dataset.num_val=8"])
+    assert main(["export", f"run={run}", "format=aoti", "batch=1"]) == 0
+    art = run / "export" / "aoti" / "model.pt2"
+    meta = json.loads((art.parent / "meta.json").read_text())
+    assert meta["input"]["batch"] == 1 and meta["check"]["max_abs_diff"] <= 1e-4  # parity ran per sample
+    cpp = _native(native_hct, art, images, "--topk", 2)
+    assert cpp.returncode == 0, cpp.stderr
+    py, got = parse_lines(_predict(run, images, "aoti", "topk=2")), parse_lines(cpp.stdout)
+    assert sorted(got) == sorted(py) and len(got) == 7
+    for name in py:
+        assert [c for c, _ in got[name]] == [c for c, _ in py[name]], name
+        assert max(abs(p - q) for (_, p), (_, q) in zip(got[name], py[name])) <= 1e-4, name
+    refused = _native(native_hct, art, images, "--bench", 3, "--batch", 2)
+    assert refused.returncode != 0 and "takes a batch of 1 (export.batch=1)" in refused.stderr, refused.stderr
+    assert _native(native_hct, art, images, "--bench", 3).returncode == 0
+    # Static, not a dynamic package that happens to be asked for one image: AOTInductor's own
+    # input check (off unless asked for) rejects a batch of two.
+    check = subprocess.run([sys.executable, "-c", "import sys, torch; m = torch._inductor.aoti_load_package(sys.argv[1]); "
+                            "m(torch.zeros(2, 3, 32, 32))", str(art)], capture_output=True, text=True,
+                           env={**os.environ, "AOTI_RUNTIME_CHECK_INPUTS": "1"})
+    assert check.returncode != 0 and "expected: 1, but got: 2" in check.stderr

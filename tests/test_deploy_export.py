@@ -87,6 +87,42 @@ def test_every_model_quantizes_to_an_exportable_int8_graph(runs, name):
     assert torch.corrcoef(torch.stack([got.flatten(), expected.flatten()]))[0, 1] > 0.9
 
 
+@pytest.mark.parametrize("width, quantized", [(16, False), (48, False), (64, True)])
+def test_int8_quantizes_a_max_pool_only_at_a_multiple_of_64_channels(width, quantized):
+    """quantized::max_pool2d runs scalar below its 64-lane vectors (16 channels: 7x slower than
+    the float pool Inductor fuses), so narrower pools stay float; the convs around them do not."""
+    from torch import nn
+
+    from hpml_bench.deploy.quantize import quantize_int8
+
+    model = nn.Sequential(nn.Conv2d(3, width, 3), nn.MaxPool2d(2), nn.Conv2d(width, 8, 3),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)).eval()
+    x = torch.randn(2, 3, 16, 16)
+    graph = quantize_int8(model, x, [x]).graph
+    dequantize = torch.ops.quantized_decomposed.dequantize_per_tensor.default
+    pool = next(n for n in graph.nodes if n.target == torch.ops.aten.max_pool2d.default)
+    assert (pool.args[0].target == dequantize) == quantized
+    convs = [n for n in graph.nodes if n.target == torch.ops.aten.conv2d.default]
+    assert len(convs) == 2 and all(n.args[0].target == dequantize for n in convs)
+
+
+@pytest.mark.slow
+def test_int8_exports_a_static_batch_of_one(runs, monkeypatch):
+    from hpml_bench.deploy.formats import per_sample
+
+    trained, artifact = _export(runs["hct_tiny"], "int8", batch="1", int8_max_drop=1.0)
+    assert json.loads((artifact.parent / "meta.json").read_text())["input"]["batch"] == 1
+    monkeypatch.setenv("AOTI_RUNTIME_CHECK_INPUTS", "1")  # AOTInductor's own input check, off by default
+    run = FORMATS.get("int8")().load(artifact)
+    x = RunData(trained, parity_images=16).example()[-3:]
+    with pytest.raises(RuntimeError, match="expected: 1, but got: 3"):
+        run(x)
+    with torch.no_grad():
+        got, expected = per_sample(run)(x), trained.model(x)
+    assert got.shape == expected.shape
+    assert torch.corrcoef(torch.stack([got.flatten(), expected.flatten()]))[0, 1] > 0.9
+
+
 def test_export_refuses_a_differing_artifact_and_writes_nothing(runs, monkeypatch):
     run = runs["mlp"]
     loader = FORMATS.get("exported").load
@@ -126,6 +162,7 @@ def test_export_and_predict_through_the_cli(hpml, tmp_path):
     (["run={run}", "format=tensorrt"], "unknown format"),
     (["run={run}", "checkpoint=last"], "no checkpoint last.pt"),
     (["run={run}", "formats=onnx"], "formats"),
+    (["run={run}", "batch=4"], "export.batch=4: use dynamic (any batch) or 1"),
 ])
 def test_export_mistakes_are_one_line(hpml, tmp_path, args, message):
     run = make_run(tmp_path / "run", model_overrides("mlp"))

@@ -21,8 +21,18 @@ FORMATS: Registry = Registry("format")
 
 
 def dynamic_batch(example: torch.Tensor):
-    """torch.export's dynamic_shapes for a single input with a free batch dimension."""
+    """torch.export's dynamic_shapes for a single input with a free batch dimension; None (a
+    static batch of 1) for an example of one (`export.batch=1`)."""
+    if len(example) == 1:
+        return None
     return ({0: torch.export.Dim("batch", min=1, max=4096)},)
+
+
+def per_sample(run):
+    """A static batch-1 artifact run on any batch: one sample at a time."""
+    def call(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([run(x[i:i + 1]) for i in range(len(x))])
+    return call
 
 
 def export_program(model: nn.Module, example: torch.Tensor, strict: bool = False) -> torch.export.ExportedProgram:
@@ -148,7 +158,10 @@ class Int8(Format):
     def save(self, model, example, path, ctx):
         from hpml_bench.deploy.quantize import quantize_int8
 
-        aoti_package(export_program(quantize_int8(model, example, ctx.calibration()), example), path)
+        # Quantize over a free batch (the calibration batches are whole loader batches), then
+        # export the int8 graph with the example's batch: static when it is one.
+        free = example if len(example) > 1 else torch.cat([example, example])
+        aoti_package(export_program(quantize_int8(model, free, ctx.calibration()), example), path)
 
     def load(self, path):
         with quiet():

@@ -47,14 +47,15 @@ def load_predictor(run_dir: Path, fmt: str, checkpoint: str):
         trained = load_trained(run_dir, checkpoint)
         meta = {"task": trained.task, "preprocess": trained.preprocess(), "class_names": trained.class_names()}
         return trained.model, meta
-    from hpml_bench.deploy.formats import FORMATS
+    from hpml_bench.deploy.formats import FORMATS, per_sample
 
     folder = export_folder(run_dir, FORMATS.get(fmt).name, checkpoint)
     if not (folder / META).is_file():
         raise HpmlError(f"no {fmt} export in {folder}; run: hpml export run={run_dir} format={fmt}"
                         + ("" if checkpoint == "best" else f" checkpoint={checkpoint}"))
     meta = json.loads((folder / META).read_text())
-    return FORMATS.get(fmt)().load(folder / meta["file"]), meta
+    run = FORMATS.get(fmt)().load(folder / meta["file"])
+    return (per_sample(run) if meta.get("input", {}).get("batch") == 1 else run), meta
 
 
 def predict_line(model, meta: dict, path: Path, topk: int, out: Path) -> str:

@@ -7,7 +7,8 @@ does not depend on them); int8 is calibrated on random inputs here; its accuracy
 fp32 comes from `hpml export format=int8` on a trained run (see the README). Contenders run
 alternately within each round (the order reverses every round: ABBA), each round times
 `--iters` forward passes per contender; the table shows medians over all rounds. C++ rows
-run cpp/build/native_hct --bench (build it with cpp/build.sh first).
+run cpp/build/native_hct --bench (build it with cpp/build.sh first). AOTI and int8 are also
+exported with a static batch of one (`export.batch=1`) and timed at batch 1.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from hpml_bench.models.factory import build_model
 
 MODELS = {"resnet18": dict(size=224, channels=3, classes=1000), "hct": dict(size=512, channels=1, classes=2)}
 NATIVE = Path(__file__).resolve().parents[1] / "cpp" / "build" / "native_hct"
+STATIC = ("aoti", "int8")  # also exported with export.batch=1, timed at batch 1 only
 
 
 class RandomCalibration:
@@ -65,6 +67,13 @@ def contenders(name: str, spec: dict, work: Path, png: Path):
         if f.runs_in_cpp:
             write_meta(folder, fmt, spec)
             runners[f"{fmt} (C++)"] = ("cpp", path)
+        if fmt in STATIC:  # export.batch=1: the same format with a static batch of one
+            static = work / f"{name}-{fmt}-b1"
+            static.mkdir(parents=True, exist_ok=True)
+            f.save(model, example[:1], static / path.name, RandomCalibration(example.shape))
+            runners[f"{fmt} batch=1 (Python)"] = f.load(static / path.name)
+            write_meta(static, fmt, spec)
+            runners[f"{fmt} batch=1 (C++)"] = ("cpp", static / path.name)
     with quiet():
         runners["torch.compile"] = torch.compile(model)
     return runners
@@ -106,7 +115,9 @@ def main() -> None:
 
             Image.new("RGB", (spec["size"], spec["size"]), (90, 120, 150)).save(png)
             runners = contenders(name, spec, work, png)
+            every = runners
             for batch in args.batches:
+                runners = {k: v for k, v in every.items() if batch == 1 or "batch=1" not in k}
                 x = torch.randn(batch, spec["channels"], spec["size"], spec["size"])
                 iters = max(1, args.iters if batch == 1 else args.iters // 3)
                 times = {k: [] for k in runners}
@@ -123,7 +134,7 @@ def main() -> None:
                 for label, values in times.items():
                     med = statistics.median(values)
                     rows.append((name, spec["size"], batch, label, med * 1000, med / eager))
-                    print(f"{name} {spec['size']}px batch {batch:>2} {label:<20} {med * 1000:9.2f} ms  {med / eager:5.2f}x eager",
+                    print(f"{name} {spec['size']}px batch {batch:>2} {label:<26} {med * 1000:9.2f} ms  {med / eager:5.2f}x eager",
                           flush=True)
     print("\n| model | input | batch | runtime | latency ms (median) | vs eager |\n|---|---|---|---|---|---|")
     for name, size, batch, label, ms, ratio in rows:

@@ -114,8 +114,7 @@ def main() -> None:
             from PIL import Image
 
             Image.new("RGB", (spec["size"], spec["size"]), (90, 120, 150)).save(png)
-            runners = contenders(name, spec, work, png)
-            every = runners
+            every = contenders(name, spec, work, png)
             for batch in args.batches:
                 runners = {k: v for k, v in every.items() if batch == 1 or "batch=1" not in k}
                 x = torch.randn(batch, spec["channels"], spec["size"], spec["size"])

@@ -41,6 +41,16 @@ class ExportConfig:
     # (HCT int8 AOTI 2.85 -> 1.47 ms here: no symbolic sizes in the compiled kernels).
     batch: str = "dynamic"
 
+    def __post_init__(self):
+        self.batch = str(self.batch)  # `batch=1` on the command line, or 1 from Python
+        if self.batch not in ("dynamic", "1"):
+            # hpml predict and native_hct feed one image at a time; a static batch of N could not run them.
+            raise HpmlError(f"export.batch={self.batch}: use dynamic (any batch) or 1 (a static batch of one)")
+
+    @property
+    def static_batch(self) -> bool:
+        return self.batch == "1"
+
 
 def parse_args(args: list[str], schema=ExportConfig, command: str = "export"):
     """key=value arguments (an `export.` prefix is allowed) into the typed config."""
@@ -71,9 +81,6 @@ def parse_args(args: list[str], schema=ExportConfig, command: str = "export"):
 
 def export_command(args: list[str]) -> int:
     cfg = parse_args(args)
-    if str(cfg.batch) not in ("dynamic", "1"):
-        # hpml predict and native_hct feed one image at a time; a static batch of N could not run them.
-        raise HpmlError(f"export.batch={cfg.batch}: use dynamic (any batch) or 1 (a static batch of one)")
     fmt = FORMATS.get(cfg.format)()
     trained = load_trained(cfg.run, cfg.checkpoint)
     data = RunData(trained, cfg.parity_images, cfg.calibration_batches, cfg.eval_batches)
@@ -94,11 +101,10 @@ def export_run(trained: TrainedRun, fmt, data: RunData, cfg: ExportConfig) -> Pa
     tmp.mkdir(parents=True)
     try:
         path = tmp / f"{ARTIFACT}{fmt.suffix}"
-        static = str(cfg.batch) != "dynamic"
-        example = data.example()[:1] if static else data.example()
+        example = data.example()[:1] if cfg.static_batch else data.example()
         try:
             fmt.save(trained.model, example, path, data)
-            runner = per_sample(fmt.load(path)) if static else fmt.load(path)
+            runner = per_sample(fmt.load(path)) if cfg.static_batch else fmt.load(path)
         except HpmlError:
             raise
         except Exception as exc:
@@ -124,7 +130,7 @@ def meta(trained: TrainedRun, fmt, path: Path, cfg: ExportConfig, check: dict) -
         "file": path.name,
         "sha256": sha256(path),
         "input": {"channels": spec["channels"], "height": spec["size"][0], "width": spec["size"][1],
-                  "batch": "dynamic" if str(cfg.batch) == "dynamic" else 1},
+                  "batch": 1 if cfg.static_batch else "dynamic"},
         "preprocess": spec,
         "class_names": trained.class_names(),
         "num_classes": trained.model_cfg.num_classes,

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from hpml_bench.config_dirs import HPML_CONF
+from conftest import TINY
 
 USER_FILES = {
     "model/mynet.yaml": "# my ResNet-34\ndefaults:\n  - resnet_schema\n  - _self_\ndepth: 34\n",
+    "model/tinynet.yaml": "# my MLP\ndefaults:\n  - mlp\n  - _self_\n",
     "dataset/mydata.yaml": "# my shapes\ndefaults:\n  - shapes\n  - _self_\nnum_train: 48\n",
     # shadows hpml's own optimizer/adamw.yaml
     "optimizer/adamw.yaml": "# my AdamW\ndefaults:\n  - schema\n  - _self_\nname: adamw\nlr: 0.123\n",
@@ -194,3 +196,26 @@ def test_init_writes_a_project_that_composes_and_refuses_to_overwrite(hpml, tmp_
 def test_init_refuses_hpmls_own_checkout(hpml):
     result = hpml("init", str(HPML_CONF.parent))
     assert result.rc == 2 and "hpml's own checkout" in result.err
+
+
+def test_a_run_recomposes_from_its_own_config_folder_anywhere(hpml, tmp_path, monkeypatch):
+    """export/predict/cam (load_config) and `train resume=` find the user's groups of a run
+    started elsewhere; a folder that is gone is named in one line."""
+    conf = write_conf(tmp_path / "project/conf")
+    monkeypatch.chdir(tmp_path / "project")
+    run = tmp_path / "project/runs/a"
+    first = hpml("train", "model=tinynet", "dataset=mydata", *TINY, "trainer.epochs=1", f"run_dir={run}")
+    assert first.rc == 0, first.err
+    assert (run / "config_dir.txt").read_text().strip() == str(conf)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    from hpml_bench.runload import load_config
+
+    cfg = load_config(run)
+    assert cfg.model.name == "mlp" and cfg.dataset.num_train == 64
+    resumed = hpml("train", f"resume={run}", "trainer.epochs=2")
+    assert resumed.rc == 0, resumed.err
+    assert len((run / "epochs.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    conf.rename(tmp_path / "moved")
+    result = hpml("train", f"resume={run}", "trainer.epochs=3")
+    assert result.rc == 2 and "which is gone" in result.err, result.err

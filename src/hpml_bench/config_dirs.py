@@ -123,3 +123,43 @@ def config_dir_args() -> list[str]:
     """`--config-dir <user folder>` for a command hpml renders or starts (empty without one)."""
     user = user_conf_dir()
     return ["--config-dir", str(user)] if user is not None else []
+
+
+# A run folder records the user's config folder its config was composed from, so `export`,
+# `predict`, `cam` and `train resume=` re-compose it from anywhere (config.yaml has the values;
+# composing again needs the same group files, e.g. model=mynet).
+RUN_FILE = "config_dir.txt"
+
+
+def record_config_dir(run_dir: Path) -> None:
+    from hpml_bench.runfolder import atomic_write_text
+
+    user = user_conf_dir()
+    if user is not None:
+        atomic_write_text(Path(run_dir) / RUN_FILE, f"{user}\n")
+
+
+@contextlib.contextmanager
+def run_config_dir(run_dir: Path):
+    """Within the block, search the config folder run_dir was composed from."""
+    saved = os.environ.get(ENV)
+    try:
+        use_run_config_dir(run_dir)
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = saved
+
+
+def use_run_config_dir(run_dir: Path) -> None:
+    """Search the config folder run_dir was composed from (for the rest of this command)."""
+    recorded = Path(run_dir) / RUN_FILE
+    if not recorded.is_file():
+        return
+    folder = Path(recorded.read_text().strip())
+    if not folder.is_dir():
+        raise HpmlError(f"{run_dir} was composed with configs from {folder}, which is gone; restore that folder "
+                        f"(or write its path into {recorded})")
+    os.environ[ENV] = str(folder)

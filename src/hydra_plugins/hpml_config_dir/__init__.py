@@ -15,7 +15,10 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 class HpmlConfigDirSearchPath(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        from hpml_bench.config_dirs import HPML_CONF, user_conf_dir
+        try:
+            from hpml_bench.config_dirs import HPML_CONF, user_conf_dir
+        except ImportError:  # another hpml_bench (an older checkout first on sys.path) has no user folders
+            return
 
         main = [e for e in search_path.get_path() if e.provider == "main"]
         if not main or Path(main[0].path.removeprefix("file://")).resolve() != HPML_CONF:

@@ -39,21 +39,23 @@ PEAK_TFLOPS: tuple[tuple[str, str, dict[str, float]], ...] = (
 )
 
 
-def count_train_flops(model: nn.Module, input_shape: tuple[int, ...], loss_fn: Callable,
+def count_train_flops(model: nn.Module, input_shape: tuple[int, ...], loss_fn: Optional[Callable],
                       logits_fn: Callable = lambda out: out) -> float:
     """FLOPs of one training step (forward, loss, backward) per sample, at `input_shape`
-    (C, H, W). Counted on a meta-device copy, so nothing real is computed or changed."""
+    (C, H, W); forward only when loss_fn is None. Counted on a meta-device copy, so nothing
+    real is computed or changed."""
     from torch.utils.flop_counter import FlopCounterMode
 
     batch = 2  # BatchNorm in train mode wants more than one value per channel
     ghost = copy.deepcopy(model).to("meta").train(model.training)
     inputs = torch.empty(batch, *input_shape, device="meta")
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(loss_fn is not None):
         outputs = ghost(inputs)
-        logits = logits_fn(outputs)
-        # Classification: one class per sample; segmentation: one per pixel of the logits.
-        targets = torch.zeros((logits.shape[0], *logits.shape[2:]), dtype=torch.long, device="meta")
-        loss_fn(outputs, targets).backward()
+        if loss_fn is not None:
+            logits = logits_fn(outputs)
+            # Classification: one class per sample; segmentation: one per pixel of the logits.
+            targets = torch.zeros((logits.shape[0], *logits.shape[2:]), dtype=torch.long, device="meta")
+            loss_fn(outputs, targets).backward()
     return counter.get_total_flops() / batch
 
 

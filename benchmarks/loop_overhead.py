@@ -16,6 +16,7 @@ noise and run order hit every contender alike. Prints each round, the medians an
 
     python benchmarks/loop_overhead.py --rounds 5 --steps 20                # whole-process
     python benchmarks/loop_overhead.py --form inprocess --rounds 5 --steps 20
+    python benchmarks/loop_overhead.py --device cuda --rounds 5 --steps 100 --hpml-arg dataset.synthetic_on=host
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def overrides(args) -> list[str]:
             f"dataset.batch_size={args.batch_size}", f"dataset.num_train={args.batch_size * args.steps}",
             f"dataset.num_classes={NUM_CLASSES}", "dataset.num_val=1", "trainer.checkpoint_every=0",
             "trainer.progress=never", "optimizer=sgd", "optimizer.lr=0.01", "optimizer.momentum=0.9",
-            "optimizer.weight_decay=0", "scheduler=constant", f"device={args.device}"]
+            "optimizer.weight_decay=0", "scheduler=constant", f"device={args.device}", *args.hpml_arg]
 
 
 # -- whole-process form: the three contenders, each run as `python loop_overhead.py --worker X`
@@ -223,6 +224,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=20, help="batches per epoch")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--hpml-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra override for hpml's run (repeatable), e.g. dataset.synthetic_on=host")
     p.add_argument("--worker", choices=("plain", "lightning"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:

@@ -108,6 +108,24 @@ def test_bench_runs_cells_skips_records_failures_resumes_and_reports(hpml, tmp_p
 
 
 @pytest.mark.slow
+def test_a_bench_cells_mfu_is_its_achieved_tflops_over_the_peak_it_used(hpml, tmp_path):
+    path = _bench_file(tmp_path, "{trainer.peak_tflops: [0.001, 0.004]}")
+    result = hpml("bench", f"bench={path}", "bench.out_dir=out")
+    assert result.rc == 0, result.err
+    folder = tmp_path / "out"
+    tidy = pd.read_csv(folder / "bench.csv")
+    assert len(tidy) == 2 and tidy["flops_per_sample"].nunique() == 1 and (tidy["flops_per_sample"] > 0).all()
+    for _, row in tidy.iterrows():
+        assert row["peak_tflops"] == float(row["trainer.peak_tflops"])  # the peak the cell's run used
+        assert row["mfu"] == pytest.approx(row["tflops"] / row["peak_tflops"], rel=1e-9)
+    assert set(tidy["peak_tflops"]) == {0.001, 0.004}
+    results = (folder / "results.md").read_text()
+    header = results.split("\n| ", 1)[1].splitlines()[0]
+    assert "tflops" in header and "mfu" in header and "![MFU](mfu.png)" in results
+    assert (folder / "mfu.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
 def test_report_reads_a_multirun_sweep_with_a_baseline(hpml, tmp_path):
     from conftest import TINY
 

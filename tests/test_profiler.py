@@ -5,6 +5,7 @@ import json
 import pytest
 
 from conftest import TINY, only_run_folder
+from hpml_bench.callbacks.profiler import DATA_WAIT_RANGE
 
 PROFILED = [*TINY, "model=mlp", "profiler=torch", "profiler.skip_first=1", "profiler.wait=1", "profiler.warmup=1",
             "profiler.active=2"]
@@ -23,7 +24,7 @@ def test_profiler_writes_one_bounded_trace_with_named_step_ranges(hpml, tmp_path
     files = sorted(traces.glob("rank0.*.pt.trace.json.gz"))
     assert len(files) == 1  # repeat=1: one window, not one per step
     names = _trace_names(files[0])
-    assert {"data_wait", "forward", "backward", "optimizer_step"} <= names
+    assert {DATA_WAIT_RANGE, "forward", "backward", "optimizer_step"} <= names
     # 2 active steps were recorded, not the run's 8
     assert sum(1 for n in names if n and n.startswith("ProfilerStep#")) == 2
     table = (traces / "rank0_top_ops.txt").read_text()
@@ -56,3 +57,31 @@ def test_memory_snapshot_is_refused_on_cpu(hpml, tmp_path):
     assert result.err.strip().splitlines() == [result.err.strip()]
     assert "profiler.memory_snapshot=true needs a CUDA GPU" in result.err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_tb_profiler_plugin_counts_the_data_wait_as_dataloader_time(hpml, tmp_path, monkeypatch):
+    """The plugin's own parser over the trace of a run whose loader sleeps 50 ms per batch:
+    its overview shows that DataLoader time per step, not 0 us."""
+    plugin = pytest.importorskip("torch_tb_profiler.profiler.data")
+    import time
+
+    from hpml_bench.data.synthetic import RandomTensors
+
+    slow_get = RandomTensors.__getitem__
+
+    def slow(self, i):
+        if i % 16 == 0:  # once per batch of 16
+            time.sleep(0.05)
+        return slow_get(self, i)
+
+    monkeypatch.setattr(RandomTensors, "__getitem__", slow)
+    result = hpml("train", *PROFILED, "dataset=synthetic", "dataset.num_workers=0")
+    assert result.rc == 0, result.err
+    (trace,) = (only_run_folder(tmp_path) / "traces").glob("rank0.*.pt.trace.json.gz")
+    with gzip.open(trace, "rt") as f:
+        data = plugin.RunProfileData.from_json("rank0", "1", json.load(f))
+    data.process()
+    from torch_tb_profiler.profiler.event_parser import ProfileRole
+
+    costs = data.avg_costs.costs
+    assert costs[ProfileRole.DataLoader] > 40_000  # us per step: the 50 ms sleep, seen by the plugin

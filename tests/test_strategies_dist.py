@@ -51,6 +51,10 @@ def test_ddp_two_ranks_match_single_with_twice_the_batch(hpml, tmp_path):
     assert_same(params(tmp_path, "single"), params(tmp_path, "ddp"), atol=1e-5)
     s = summary(tmp_path, "ddp")
     assert (s["strategy"], s["world_size"], s["batch_per_rank"], s["global_batch"]) == ("ddp", 2, 16, 32)
+    # FLOPs per sample are the model's, whatever the strategy; achieved TFLOP/s counts every rank's samples
+    assert s["flops_per_sample"] == summary(tmp_path, "single")["flops_per_sample"] > 0
+    epochs = pd.read_csv(tmp_path / "runs" / "ddp" / "epochs.csv")
+    assert (epochs["tflops"] - s["flops_per_sample"] * epochs["samples"] / epochs["run_s"] / 1e12).abs().max() < 1e-12
 
 
 def test_reduced_epoch_record_is_max_of_times_and_sum_of_samples(hpml, tmp_path):
@@ -75,6 +79,7 @@ def test_pipeline_two_stages_match_single(hpml, tmp_path, schedule):
     assert (pipe["samples"] == 128).all()  # counted once, on the last stage
     assert (pipe["train_loss"] - single["train_loss"]).abs().max() < 1e-4
     assert (pipe["val_acc"] == single["val_acc"]).all()
+    assert summary(tmp_path, schedule)["flops_per_sample"] == summary(tmp_path, "single")["flops_per_sample"] > 0
 
 
 def test_fsdp_matches_ddp_and_its_checkpoint_loads_on_one_device(hpml, tmp_path):

@@ -17,6 +17,7 @@ from hpml_bench.callbacks import build_callbacks
 from hpml_bench.config import TrainConfig, to_train_config
 from hpml_bench.data import build_loaders
 from hpml_bench.errors import HpmlError
+from hpml_bench.flops import measure as measure_flops
 from hpml_bench.models import build_model_from_config, count_parameters
 from hpml_bench.preempt import StopRequest, finish_stopped_run, restart_resume
 from hpml_bench.optim import build_optimizer, build_scheduler
@@ -73,6 +74,11 @@ def _build_trainer(cfg: TrainConfig, dcfg: DictConfig, strategy: Strategy, run_d
     train_loader, val_loader = build_loaders(cfg.dataset, strategy, cfg.task, cfg.trainer.seed)
     model = build_model_from_config(cfg.model)
     info = _run_info(cfg, strategy, model, choices)
+    # Once, before anything trains: on a meta-device copy (no RNG drawn, nothing real run).
+    throughput, flops_info = measure_flops(model, (cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size),
+                                           task, strategy.device, cfg.trainer.precision, cfg.trainer.peak_tflops,
+                                           strategy.device_count)
+    info.update(flops_info)
     batches = min(len(train_loader), cfg.trainer.max_steps_per_epoch or len(train_loader))
     steps_per_epoch = math.ceil(batches / cfg.trainer.grad_accum_steps)
     strategy.prepare(
@@ -85,7 +91,7 @@ def _build_trainer(cfg: TrainConfig, dcfg: DictConfig, strategy: Strategy, run_d
     )
     config_dict = OmegaConf.to_container(_without_hydra(dcfg), resolve=True)
     callbacks = build_callbacks(cfg, strategy, task, run_dir, info, config_dict)
-    return Trainer(cfg.trainer, strategy, task, train_loader, val_loader, callbacks, stop)
+    return Trainer(cfg.trainer, strategy, task, train_loader, val_loader, callbacks, stop, throughput)
 
 
 def _resume(trainer: Trainer, strategy: Strategy, checkpoint: Path) -> None:

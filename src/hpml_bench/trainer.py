@@ -12,8 +12,10 @@ from torch.utils.data import DataLoader
 
 from hpml_bench.callbacks.base import Callback
 from hpml_bench.errors import HpmlError
+from hpml_bench.flops import Throughput
 from hpml_bench.preempt import NoStop
 from hpml_bench.strategies import Strategy
+from hpml_bench.strategies.base import compile_mode
 from hpml_bench.tasks import Task
 
 
@@ -28,7 +30,9 @@ class TrainerConfig:
     warmup_epochs: int = 1
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16: CUDA only, with GradScaler)
     channels_last: bool = False
-    compile: bool = False
+    # torch.compile after the strategy wraps the model: off | default | reduce-overhead (CUDA
+    # graphs: launch-bound small steps) | max-autotune; true/false are aliases of default/off.
+    compile: str = "off"
     grad_accum_steps: int = 1
     grad_clip_norm: Optional[float] = None
     seed: int = 0
@@ -47,6 +51,8 @@ class TrainerConfig:
     stop_check_every: int = 10
     # With model.freeze_backbone: the (1-based) epoch from which the backbone trains too.
     unfreeze_at_epoch: Optional[int] = None
+    # Peak dense TFLOP/s of one device for MFU; null = hpml's table of GPUs (none on CPU).
+    peak_tflops: Optional[float] = None
 
     def __post_init__(self):
         for knob in ("epochs", "grad_accum_steps"):
@@ -56,6 +62,9 @@ class TrainerConfig:
             raise HpmlError(f"trainer.warmup_epochs={self.warmup_epochs} must be 0 or more")
         if self.timing not in ("exact", "events"):
             raise HpmlError(f"trainer.timing={self.timing}: use exact or events")
+        self.compile = compile_mode(self.compile)
+        if self.peak_tflops is not None and self.peak_tflops <= 0:
+            raise HpmlError(f"trainer.peak_tflops={self.peak_tflops} must be positive (TFLOP/s of one device)")
         if self.progress not in ("auto", "always", "never"):
             raise HpmlError(f"trainer.progress={self.progress}: use auto, always or never")
 
@@ -64,7 +73,8 @@ class Trainer:
     """Runs epochs of training and validation, filling one record per epoch."""
 
     def __init__(self, cfg: TrainerConfig, strategy: Strategy, task: Task,
-                 train_loader: DataLoader, val_loader: DataLoader, callbacks: list[Callback], stop=None):
+                 train_loader: DataLoader, val_loader: DataLoader, callbacks: list[Callback], stop=None,
+                 throughput: Optional[Throughput] = None):
         self.cfg, self.strategy, self.task = cfg, strategy, task
         self.train_loader, self.val_loader = train_loader, val_loader
         self.callbacks = callbacks
@@ -72,6 +82,7 @@ class Trainer:
         self.val_metrics = task.metrics().to(strategy.device)
         self.start_epoch = 0
         self.stop = stop or NoStop()  # asked at step boundaries (preempt.StopRequest)
+        self.throughput = throughput or Throughput()  # FLOPs per sample -> tflops, mfu
         self.start_step = 0  # batches of start_epoch already trained (a mid-epoch resume)
         self.stopped_at: Optional[tuple[int, int]] = None  # (epoch, batches done) of a stop
         self._resume_rng = None
@@ -153,6 +164,7 @@ class Trainer:
             record[key] = ranks[:, i].sum().item() if key == "samples" else ranks[:, i].max().item()
         record["samples"] = int(record["samples"])
         record["samples_per_s"] = record["samples"] / record["run_s"] if record["run_s"] > 0 else 0.0
+        record.update(self.throughput.rates(record["samples"], record["run_s"]))
         return record
 
     def _per_rank(self, record: dict[str, Any]) -> torch.Tensor:

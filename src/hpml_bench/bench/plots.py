@@ -1,5 +1,5 @@
 """The bench and report plots (matplotlib, PNG): throughput vs devices with ideal scaling,
-stacked epoch time per cell, speedup bars."""
+stacked epoch time per cell, speedup bars, MFU per cell (achieved TFLOP/s where no peak is known)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +12,9 @@ import pandas as pd  # noqa: E402
 
 # Axes that set the device count: the throughput plot's x axis, not a series of its own.
 DEVICE_KEYS = ("strategy.nproc_per_node",)
-PLOTS = ("throughput_vs_devices.png", "epoch_time.png", "speedup.png")
+PLOTS = ("throughput_vs_devices.png", "epoch_time.png", "speedup.png", "mfu.png")
+# The markdown line results.md and report.md show the plots with.
+PLOT_LINKS = "![throughput](throughput_vs_devices.png) ![epoch time](epoch_time.png) ![speedup](speedup.png) ![MFU](mfu.png)"
 
 
 def cell_label(row: pd.Series, keys: list[str]) -> str:
@@ -28,6 +30,7 @@ def write_plots(table: pd.DataFrame, keys: list[str], folder: Path, title: str) 
     _throughput(table, keys, paths[0], title)
     _epoch_time(table, labels, paths[1], title)
     _speedup(table, labels, paths[2], title)
+    _mfu(table, labels, paths[3], title)
     return paths
 
 
@@ -82,6 +85,26 @@ def _speedup(table: pd.DataFrame, labels: list[str], path: Path, title: str) -> 
     ax.invert_yaxis()
     ax.set_xlabel("speedup vs baseline (x, samples/s ratio; grey = baseline)")
     ax.set_title(f"{title}: speedup")
+    _save(fig, path)
+
+
+def _mfu(table: pd.DataFrame, labels: list[str], path: Path, title: str) -> None:
+    """MFU (%) per cell; where no cell has a peak (CPU, an unknown GPU), achieved TFLOP/s."""
+    mfu = pd.to_numeric(table.get("mfu", pd.Series([float("nan")] * len(table))), errors="coerce")
+    use_mfu = mfu.notna().any()
+    values = (mfu * 100) if use_mfu else pd.to_numeric(table.get("tflops", pd.Series([float("nan")] * len(table))),
+                                                        errors="coerce")
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(table) + 1.8))
+    y = range(len(table))
+    ax.barh(y, values.fillna(0), color="#6a4c93")
+    for i, value in enumerate(values):
+        text = "not counted" if pd.isna(value) else (f" {value:.1f}%" if use_mfu else f" {value:.3g}")
+        ax.text(0 if pd.isna(value) else value, i, text, va="center", fontsize=8)
+    ax.set_yticks(list(y), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("MFU (% of the devices' peak dense TFLOP/s)" if use_mfu
+                  else "achieved TFLOP/s (no MFU: no peak known; set trainer.peak_tflops)")
+    ax.set_title(f"{title}: {'model FLOPs utilisation' if use_mfu else 'achieved TFLOP/s'}")
     _save(fig, path)
 
 

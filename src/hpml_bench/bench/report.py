@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from hpml_bench.bench.plots import write_plots
+from hpml_bench.bench.plots import PLOT_LINKS, write_plots
 from hpml_bench.bench.results import cell_medians, display_columns, markdown_table, rich_table, run_row
 from hpml_bench.callbacks.loggers import flat_config
 from hpml_bench.errors import HpmlError
@@ -81,7 +81,7 @@ def report_command(args: list[str]) -> int:
     atomic_write_text(out / "report.md", "\n".join([
         f"# {title}", "", "Columns: the config keys that differ between the runs; runs with equal configs are "
         "repeats (medians). Speedup = samples/s ratio to the baseline.", "", markdown_table(table, columns),
-        "![throughput](throughput_vs_devices.png) ![epoch time](epoch_time.png) ![speedup](speedup.png)", "",
+        PLOT_LINKS, "",
         "Runs:", *[f"- {r}" for r in runs], ""]))
     console = make_console()
     console.print(rich_table(table, columns, title))

@@ -13,6 +13,8 @@ from hpml_bench.runfolder import SUMMARY
 
 # summary.json's medians over the measured (non-warm-up) epochs.
 TIMES = ("data_s", "train_s", "run_s", "val_s", "samples_per_s", "mem_peak_gib")
+# Achieved TFLOP/s and MFU (summary medians; absent in older runs or without a FLOP count / peak).
+RATES = ("tflops", "mfu")
 MONITORS = ("val_acc", "val_miou")  # the final score a row reports: the first present
 
 
@@ -20,6 +22,8 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     """One run's numbers: medians of its measured epochs, its final score, world size."""
     summary = json.loads((run_dir / SUMMARY).read_text())
     row: dict[str, Any] = {key: summary[f"median_{key}"] for key in TIMES}
+    row.update({key: summary.get(f"median_{key}") for key in RATES})
+    row.update({"flops_per_sample": summary.get("flops_per_sample"), "peak_tflops": summary.get("peak_tflops")})
     final = summary.get("final", {})
     metric = next((m for m in MONITORS if m in final), None)
     row.update({"metric": metric, "metric_value": final.get(metric) if metric else None,
@@ -49,7 +53,8 @@ def cell_medians(rows: pd.DataFrame, keys: list[str], baseline: Optional[dict[st
     for values, group in grouped:
         values = values if isinstance(values, tuple) else (values,)
         cell = dict(zip(keys, values))
-        cell.update({key: pd.to_numeric(group[key], errors="coerce").median() for key in (*TIMES, "metric_value")})
+        cell.update({key: pd.to_numeric(group[key], errors="coerce").median() if key in group else float("nan")
+                     for key in (*TIMES, *RATES, "peak_tflops", "metric_value")})
         cell.update({"devices": int(group["devices"].iloc[0]), "repeats": len(group), "metric": group["metric"].iloc[0]})
         cells.append(cell)
     table = pd.DataFrame(cells)
@@ -77,11 +82,13 @@ def _fmt(value: Any, column: str) -> str:
             return "–"
         if column in ("speedup", "efficiency", "data_share", "metric_value"):
             return f"{value:.2f}" if column != "metric_value" else f"{value:.3f}"
+        if column == "mfu":
+            return f"{value * 100:.3g}%"
         return f"{value:.1f}" if column == "samples_per_s" else f"{value:.3f}"
     return str(value)
 
 
-DISPLAY = ("devices", "data_s", "train_s", "run_s", "val_s", "samples_per_s", "mem_peak_gib", "speedup",
+DISPLAY = ("devices", "data_s", "train_s", "run_s", "val_s", "samples_per_s", "tflops", "mfu", "mem_peak_gib", "speedup",
            "efficiency", "data_share", "metric_value", "repeats")
 
 
@@ -107,5 +114,6 @@ def rich_table(table: pd.DataFrame, columns: list[str], title: str) -> Table:
         out.add_column(column, justify="left" if column not in DISPLAY else "right")
     for _, row in table.iterrows():
         out.add_row(*[_fmt(row[c], c) + (" *" if i == 0 and row.get("baseline") else "") for i, c in enumerate(columns)])
-    out.caption = "* baseline: speedup = its samples/s ratio; efficiency = speedup / relative devices; data_share = data_s / run_s"
+    out.caption = ("* baseline: speedup = its samples/s ratio; efficiency = speedup / relative devices; data_share = "
+                   "data_s / run_s; tflops = achieved TFLOP/s; mfu = tflops / (peak x devices), – without a known peak")
     return out

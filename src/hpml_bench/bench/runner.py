@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from hpml_bench.bench.config import (BenchConfig, axis_keys, baseline_index, cell_id, cell_overrides, expand_cells,
                                      hydra_value, is_group_key, load_bench)
-from hpml_bench.bench.plots import write_plots
+from hpml_bench.bench.plots import PLOT_LINKS, write_plots
 from hpml_bench.config_dirs import config_dir_args
 from hpml_bench.bench.results import cell_medians, display_columns, markdown_table, rich_table, run_row
 from hpml_bench.errors import HpmlError
@@ -186,7 +186,7 @@ def write_results(bench: BenchConfig, cells: list[Cell], keys: list[str], folder
         lines += ["Medians over repeats of each run's median over its measured (non-warm-up) epochs.", "",
                   markdown_table(table, columns)]
         write_plots(table, keys, folder, title)
-        lines += ["![throughput](throughput_vs_devices.png) ![epoch time](epoch_time.png) ![speedup](speedup.png)", ""]
+        lines += [PLOT_LINKS, ""]
         console.print(rich_table(table, columns, title))
     not_run = [c for c in cells if c.status != "ready" or any(r["status"] == "failed" for r in c.rows)]
     if not_run:

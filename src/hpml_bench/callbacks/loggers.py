@@ -1,6 +1,7 @@
 """Experiment loggers: TensorBoard and Weights & Biases (main rank only).
 
-Both get the same scalars: per-step `train/*` (loss, learning rate, step time, samples/s)
+Both get the same scalars: per-step `train/*` (loss, learning rate, step time, samples/s,
+achieved TFLOP/s and MFU where known)
 every `log_every_n_steps` steps, and per-epoch `epoch/*` (the epoch record). TensorBoard
 also gets the config as hparams; W&B the config, tags/group, the summary, and the epoch
 table as a W&B table. A resumed run continues the same W&B run (its id is kept in the run folder).
@@ -108,6 +109,9 @@ class StepLogger(Callback):
         samples = steps * trainer.train_loader.batch_size * trainer.strategy.data_parallel[0]
         scalars = {"train/lr": trainer.strategy.optimizer.param_groups[0]["lr"], "train/step_s": elapsed / steps,
                    "train/samples_per_s": samples / elapsed if elapsed > 0 else 0.0}
+        meter = getattr(trainer, "throughput", None)
+        rates = meter.rates(samples, elapsed) if meter is not None else {}
+        scalars.update({f"train/{k}": v for k, v in rates.items() if v is not None})  # tflops, mfu
         if out.n:
             scalars["train/loss"] = out.loss.item()
         self.log_step(trainer.epoch * trainer.steps_per_epoch + self.step_in_epoch, scalars)
@@ -134,8 +138,9 @@ class TensorBoardLogger(StepLogger):
         from hpml_bench.callbacks.report import summarize
 
         summary = summarize(trainer.history)
-        metrics = {f"hparam/{k}": float(v) for k, v in {**summary["final"], "median_run_s": summary["median_run_s"],
-                                                         "median_samples_per_s": summary["median_samples_per_s"]}.items()}
+        medians = {k: summary[k] for k in ("median_run_s", "median_samples_per_s", "median_tflops", "median_mfu")
+                   if summary.get(k) is not None}
+        metrics = {f"hparam/{k}": float(v) for k, v in {**summary["final"], **medians}.items()}
         hparams = {**flat_config(self.config), "world_size": self.info["world_size"]}
         self.writer.add_hparams(hparams, metrics, run_name=".")  # "." = this folder, beside the scalars
         self.writer.close()

@@ -26,6 +26,19 @@ _AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _NO_RANGE = contextlib.nullcontext()  # reentrant: one instance serves every step
 
 
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+_COMPILE_ALIASES = {"false": "off", "none": "off", "no": "off", "true": "default", "yes": "default"}
+
+
+def compile_mode(value) -> str:
+    """trainer.compile as one of COMPILE_MODES (booleans and their spellings as aliases)."""
+    mode = str(value).strip().lower()
+    mode = _COMPILE_ALIASES.get(mode, mode)
+    if mode not in COMPILE_MODES:
+        raise HpmlError(f"trainer.compile={value}: use one of {', '.join(COMPILE_MODES)} (or true/false)")
+    return mode
+
+
 def no_range(name: str):
     """The step's named ranges when nothing records them: no cost in the loop."""
     return _NO_RANGE
@@ -44,7 +57,7 @@ class StepSettings:
     device: str = "auto"
     precision: str = "fp32"
     channels_last: bool = False
-    compile: bool = False
+    compile: Any = "off"  # off | default | reduce-overhead | max-autotune (True/False: default/off)
     grad_clip_norm: Optional[float] = None
 
 
@@ -160,8 +173,9 @@ class Strategy:
             model = model.to(memory_format=torch.channels_last)
         self.model = self.wrap(model)
         self.optimizer = make_optimizer(self.model)
-        if self.step.compile:
-            self.model = torch.compile(self.model)
+        mode = compile_mode(self.step.compile)
+        if mode != "off":  # after wrap: DDP's and FSDP's hooks see the compiled graph (torch docs)
+            self.compile_model(mode)
         self.scheduler = make_scheduler(self.optimizer) if make_scheduler else None
         self.loss_fn, self.logits_fn = loss_fn, logits_fn
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.step.precision == "fp16")
@@ -170,6 +184,15 @@ class Strategy:
     def wrap(self, model: nn.Module) -> nn.Module:
         """Parallel wrapper around the placed model (none for a single device)."""
         return model
+
+    def compile_model(self, mode: str) -> None:
+        """torch.compile the wrapped module the step calls (a pipeline compiles its stages)."""
+        self.model = torch.compile(self.model, mode=None if mode == "default" else mode)
+
+    @property
+    def device_count(self) -> int:
+        """Devices the run computes on (MFU's denominator): one per process."""
+        return self.world_size
 
     def unwrapped(self) -> nn.Module:
         """The user's model under any compile / DDP / DP wrappers."""

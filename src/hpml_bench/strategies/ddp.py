@@ -6,6 +6,7 @@ Started by torchrun or srun (one process per device), by `strategy.nproc_per_nod
 from __future__ import annotations
 
 import gc
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,11 @@ from torch.nn.parallel import DistributedDataParallel
 from hpml_bench.errors import HpmlError
 from hpml_bench.strategies.base import STRATEGIES
 from hpml_bench.strategies.distributed import DistributedConfig, DistributedStrategy
+
+
+# DDP's keyword for syncing buffers before each forward (newer torch renamed broadcast_buffers).
+_BUFFER_SYNC = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                else "broadcast_buffers")
 
 
 def _powersgd(cfg) -> tuple:
@@ -76,6 +82,9 @@ class DDPStrategy(DistributedStrategy):
             gradient_as_bucket_view=cfg.gradient_as_bucket_view,
             static_graph=cfg.static_graph,
             find_unused_parameters=cfg.find_unused_parameters,
+            # Alone, there is no other rank to copy BatchNorm's buffers from: DDP would still
+            # coalesce and broadcast them before every forward (a few small kernels a step).
+            **{_BUFFER_SYNC: self.world_size > 1},
         )
         hook = _HOOKS[cfg.comm_hook](cfg)
         if hook is not None:
@@ -93,12 +102,22 @@ class DDPStrategy(DistributedStrategy):
 
     backward_range = "backward+allreduce"
 
+    def compile_model(self, mode: str) -> None:
+        # Dynamo's DDPOptimizer splits the compiled graph at every gradient bucket so that the
+        # all-reduces overlap the backward; alone there is nothing to overlap, and the splits
+        # only cost fusion and graph launches. Read when the graph is traced (the first step).
+        self._optimize_ddp = torch._dynamo.config.optimize_ddp
+        torch._dynamo.config.optimize_ddp = self._optimize_ddp if self.world_size > 1 else False
+        super().compile_model(mode)
+
     def teardown(self) -> None:
         # Drop the DDP wrapper (its reducer holds the Python comm hook) while the process group
         # is alive: left to interpreter shutdown, a gloo run with the fp16/bf16 hook aborted in
         # ~1 of 3 runs after finishing ("terminate called without an active exception").
         self.model = None
         gc.collect()
+        if hasattr(self, "_optimize_ddp"):
+            torch._dynamo.config.optimize_ddp = self._optimize_ddp
         super().teardown()
 
     def grad_sync(self, sync: bool):

@@ -32,3 +32,7 @@ class DataParallelStrategy(Strategy):
 
     def wrap(self, model: nn.Module) -> nn.Module:
         return nn.DataParallel(model)
+
+    @property
+    def device_count(self) -> int:
+        return max(len(getattr(self.model, "device_ids", None) or []), torch.cuda.device_count(), 1)

@@ -109,6 +109,11 @@ class PipeStrategy(DistributedStrategy):
         self._schedule = None
         return self.stage_modules
 
+    def compile_model(self, mode: str) -> None:
+        # The schedule calls the stage modules, not self.model: compile those in place.
+        for stage in self.stage_modules:
+            stage.compile(mode=None if mode == "default" else mode)
+
     def schedule(self):
         """Built on first use, when the loss function is known."""
         if self._schedule is None:

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Every GPU row of issue 19's target table in one short slot on one GPU (H100/H200), through
+# the same `hpml train` commands a user runs; prints one table (and writes $OUT/gpu_table.md).
+#
+#   bash benchmarks/gpu.sh              # measure (about 6-8 minutes on an H100)
+#   bash benchmarks/gpu.sh --dry-run    # print the commands and the (empty) table; runs nothing
+#   ROWS="r50_synth r50_ddp1" bash benchmarks/gpu.sh   # only some rows
+#
+# Knobs: PYTHON (default python), OUT (default ./gpu-results), STEPS (steps per epoch, default 60),
+# ROWS (default: all). Rows: r50_synth r50_ddp1 r50_cache r50_jpeg_gpu r18_32 r18_32_ro loop.
+set -uo pipefail
+DRY=0
+[[ "${1:-}" == "--dry-run" ]] && DRY=1
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PYTHON:-python}
+OUT=${OUT:-$PWD/gpu-results}
+STEPS=${STEPS:-60}
+ROWS=${ROWS:-"r50_synth r50_ddp1 r50_cache r50_jpeg_gpu r18_32 r18_32_ro loop"}
+DATA=${DATA:-$OUT/jpegs}
+export PYTHONPATH=$ROOT/src${PYTHONPATH:+:$PYTHONPATH}
+export WANDB_MODE=disabled HPML_RUN_ID=
+mkdir -p "$OUT/runs" "$OUT/logs"
+
+# ResNet-50 at 224 px, bf16, channels-last, compiled; the first epoch (compile) is warm-up.
+STEP="trainer.precision=bf16 trainer.channels_last=true trainer.timing=events trainer.checkpoint_every=0
+      trainer.progress=never trainer.epochs=3 trainer.warmup_epochs=1 device=cuda"
+R50="model=resnet50 dataset.image_size=224 dataset.batch_size=256 dataset.num_classes=1000 trainer.compile=default $STEP"
+SYNTH="dataset=synthetic dataset.synthetic_on=device dataset.num_train=$((256 * STEPS)) dataset.num_val=256"
+FOLDER="dataset=image_folder dataset.root=$DATA dataset.val_dir=test"
+R18="model=resnet18 dataset=synthetic dataset.synthetic_on=device dataset.image_size=32 dataset.batch_size=512
+     dataset.num_classes=10 dataset.num_train=$((512 * STEPS * 4)) dataset.num_val=512 $STEP"
+
+wanted() { [[ " $ROWS " == *" $1 "* ]]; }
+
+train() {  # train <row> <overrides...>
+  local name=$1; shift
+  wanted "$name" || return 0
+  echo "+ hpml train $* run_dir=$OUT/runs/$name"
+  [[ $DRY == 1 ]] && return 0
+  rm -rf "$OUT/runs/$name"
+  local start=$SECONDS
+  $PY -m hpml_bench train "$@" run_dir="$OUT/runs/$name" >"$OUT/logs/$name.log" 2>&1 \
+    && echo "  $name: $((SECONDS - start)) s" || echo "  $name FAILED after $((SECONDS - start)) s: $OUT/logs/$name.log"
+}
+
+train r50_synth $R50 $SYNTH
+train r50_ddp1 $R50 $SYNTH strategy=ddp
+if wanted r50_cache || wanted r50_jpeg_gpu; then
+  echo "+ python benchmarks/gpu_rows.py jpegs $DATA 8192"
+  echo "+ hpml prepare $FOLDER model=resnet50 dataset.image_size=224 dataset.num_classes=1000"
+  if [[ $DRY == 0 ]]; then
+    $PY "$ROOT/benchmarks/gpu_rows.py" jpegs "$DATA" 8192 >"$OUT/logs/jpegs.log" 2>&1
+    wanted r50_cache && $PY -m hpml_bench prepare $FOLDER model=resnet50 dataset.image_size=224 \
+      dataset.num_classes=1000 >"$OUT/logs/prepare.log" 2>&1
+  fi
+fi
+train r50_cache $R50 $FOLDER dataset.cache=true
+train r50_jpeg_gpu $R50 $FOLDER dataset.decode=gpu dataset.num_workers=8
+train r18_32 $R18 trainer.compile=default
+train r18_32_ro $R18 trainer.compile=reduce-overhead
+
+if wanted loop; then
+  # Both loops read host tensors through a DataLoader (hpml's synthetic-on-device would skip the copy).
+  LOOP="--device cuda --rounds 5 --steps 100 --batch-size 256 --image-size 64 --hpml-arg dataset.synthetic_on=host"
+  echo "+ python benchmarks/loop_overhead.py $LOOP"
+  [[ $DRY == 0 ]] && $PY "$ROOT/benchmarks/loop_overhead.py" $LOOP >"$OUT/loop_overhead.txt" 2>"$OUT/logs/loop.log"
+fi
+
+$PY "$ROOT/benchmarks/gpu_rows.py" table "$OUT"

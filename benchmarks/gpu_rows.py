@@ -1,0 +1,124 @@
+"""Helpers of benchmarks/gpu.sh: make the JPEG folder its folder rows read, and print the one
+table of issue 19's GPU targets from the run folders gpu.sh wrote.
+
+    python benchmarks/gpu_rows.py jpegs <folder> <count>   # <folder>/{train,test}/class<k>/<i>.jpg
+    python benchmarks/gpu_rows.py table <out>              # <out>/runs/<row>/summary.json -> table
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Optional
+
+CLASSES = 10
+SIDE = 256  # JPEGs a little larger than the 224 px the model sees: the loader resizes, as with ImageNet
+
+
+def _write_jpeg(job: tuple[str, int]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    path, seed = job
+    rng = np.random.default_rng(seed)
+    # Smooth random images (a coarse grid upscaled): JPEG sizes like photos', not like noise's.
+    coarse = rng.integers(0, 256, (SIDE // 16, SIDE // 16, 3), dtype=np.uint8)
+    Image.fromarray(coarse).resize((SIDE, SIDE), Image.BICUBIC).save(path, quality=90)
+
+
+def make_jpegs(folder: Path, count: int) -> None:
+    jobs = []
+    for split, n in (("train", count), ("test", max(count // 16, CLASSES))):
+        for i in range(n):
+            path = folder / split / f"class{i % CLASSES}" / f"{i}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                jobs.append((str(path), i + (0 if split == "train" else 10**7)))
+    with ProcessPoolExecutor() as pool:
+        list(pool.map(_write_jpeg, jobs, chunksize=64))
+    print(f"{folder}: {count} train JPEGs ({len(jobs)} written now)")
+
+
+def _summary(out: Path, row: str) -> Optional[dict]:
+    path = out / "runs" / row / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _loop_ratio(out: Path) -> Optional[float]:
+    path = out / "loop_overhead.txt"
+    if not path.is_file():
+        return None
+    match = re.search(r"^\| hpml \| [\d.]+ \| ([\d.]+) \|$", path.read_text(), flags=re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+def _speed(s: Optional[dict]) -> str:
+    if s is None:
+        return "not measured"
+    mfu = f", MFU {s['median_mfu'] * 100:.1f}%" if s.get("median_mfu") is not None else ""
+    tflops = f", {s['median_tflops']:.1f} TFLOP/s" if s.get("median_tflops") is not None else ""
+    return f"{s['median_samples_per_s']:,.0f} img/s{tflops}{mfu}"
+
+
+def _verdict(value: Optional[float], target: float) -> str:
+    return "–" if value is None else ("met" if value >= target else "missed")
+
+
+def table_rows(out: Path) -> list[tuple[str, str, str, str]]:
+    """(measure, target, measured, verdict) for each row of the issue's table."""
+    runs = {row: _summary(out, row) for row in ("r50_synth", "r50_ddp1", "r50_cache", "r50_jpeg_gpu", "r18_32", "r18_32_ro")}
+    synth = runs["r50_synth"]
+    base = synth["median_samples_per_s"] if synth else None
+
+    def ratio(row: str) -> Optional[float]:
+        return runs[row]["median_samples_per_s"] / base if runs[row] and base else None
+
+    def ratio_text(row: str) -> str:
+        r = ratio(row)
+        return "not measured" if r is None else f"{r:.3f} ({_speed(runs[row])})"
+
+    r18 = [s for s in (runs["r18_32"], runs["r18_32_ro"]) if s]
+    best18 = max((s["median_samples_per_s"] for s in r18), default=None)
+    loop = _loop_ratio(out)
+    device = (synth or next((s for s in runs.values() if s), None) or {}).get("device", "no GPU run found")
+    return [
+        ("device", "", device, ""),
+        ("ResNet-50 224 bf16 channels-last compiled, synthetic on the device", ">= 4,500 img/s, MFU printed",
+         _speed(synth), _verdict(base, 4500)),
+        ("the same from the `hpml prepare` cache", ">= 0.95 x synthetic", ratio_text("r50_cache"),
+         _verdict(ratio("r50_cache"), 0.95)),
+        ("the same from a JPEG folder decoded on the GPU", ">= 0.85 x synthetic", ratio_text("r50_jpeg_gpu"),
+         _verdict(ratio("r50_jpeg_gpu"), 0.85)),
+        ("ResNet-18 32 px batch 512 (compile=default / reduce-overhead)", ">= 25,000 img/s",
+         f"{_speed(runs['r18_32'])} / {_speed(runs['r18_32_ro'])}", _verdict(best18, 25000)),
+        ("DDP world size 1 / single (NCCL)", ">= 0.97", ratio_text("r50_ddp1"), _verdict(ratio("r50_ddp1"), 0.97)),
+        ("hpml / plain loop on the GPU (loop_overhead.py --device cuda, 5 rounds)", ">= 0.98",
+         "not measured" if loop is None else f"{loop:.3f}", _verdict(loop, 0.98)),
+    ]
+
+
+def print_table(out: Path) -> str:
+    lines = ["| measure | target | measured | verdict |", "|---|---|---|---|"]
+    lines += [f"| {m} | {t} | {v} | {d} |" for m, t, v, d in table_rows(out)]
+    text = "\n".join(lines) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_table.md").write_text(text)
+    print(text, end="")
+    return text
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "jpegs":
+        make_jpegs(Path(argv[1]), int(argv[2]))
+    elif len(argv) == 2 and argv[0] == "table":
+        print_table(Path(argv[1]))
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import only_run_folder, read_run
+from conftest import read_run
 from hpml_bench.config import compose_train
 from hpml_bench.data import build_loaders
 from hpml_bench.strategies import StepSettings, build_strategy
@@ -82,3 +82,5 @@ def test_a_run_trains_on_each_path(hpml, tmp_path, on):
     assert run.rc == 0, run.err
     epochs, summary = read_run(tmp_path / on)
     assert epochs["samples"].tolist() == [40] and summary["final"]["train_loss"] > 0
+    # seconds from the process's start to the first step's end (in-process here: pytest's age)
+    assert summary["startup_s"] > 0

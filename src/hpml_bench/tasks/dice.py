@@ -5,7 +5,11 @@ from __future__ import annotations
 import warnings
 
 import torch
-from torchmetrics.segmentation import DiceScore
+
+from hpml_bench.tasks.light_torchmetrics import import_torchmetrics
+
+import_torchmetrics()  # first, so that this import does not pull scipy and matplotlib
+from torchmetrics.segmentation import DiceScore  # noqa: E402
 
 
 class ForegroundDice(DiceScore):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hpml_bench.tasks.base import TASKS, Task
+from hpml_bench.tasks.light_torchmetrics import import_torchmetrics
 
 if TYPE_CHECKING:
     from torchmetrics import MetricCollection
@@ -22,6 +23,7 @@ class Segmentation(Task):
 
     def metrics(self) -> MetricCollection:
         # Imported here: torchmetrics costs ~1.6 s of start-up (scipy, matplotlib), see classification.py.
+        import_torchmetrics()
         from torchmetrics import MetricCollection
         from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 

@@ -84,3 +84,18 @@ def test_a_run_trains_on_each_path(hpml, tmp_path, on):
     assert epochs["samples"].tolist() == [40] and summary["final"]["train_loss"] > 0
     # seconds from the process's start to the first step's end (in-process here: pytest's age)
     assert summary["startup_s"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (on CPU the device path is tested above)")
+def test_cuda_batches_are_made_on_the_gpu():
+    from hpml_bench.strategies import StepSettings as Settings
+
+    strategy = build_strategy(StrategyConfig(name="single"), Settings(device="cuda"))
+    strategy.setup()
+    train, _ = _loaders("device", "dataset.pin_memory=true", strategy=strategy)
+    assert train.dataset.images.device.type == "cuda" and not train.pin_memory
+    batches = _epoch(train)
+    assert all(x.device.type == "cuda" and y.device.type == "cuda" and x.shape == (8, 3, 8, 8) for x, y in batches)
+    again = _epoch(_loaders("device", strategy=strategy)[0])
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again))  # seeded on the GPU too

@@ -39,8 +39,10 @@ def train(src: str, overrides: list[str]) -> tuple[float, float]:
     """(wall seconds of the whole process, its summary.json startup_s)."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        subprocess.run([*HPML, "train", *overrides, f"run_dir={tmp}/run", "trainer.progress=never"], env=_env(src),
-                       cwd=tmp, check=True, capture_output=True)
+        proc = subprocess.run([*HPML, "train", *overrides, f"run_dir={tmp}/run", "trainer.progress=never"],
+                              env=_env(src), cwd=tmp, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"hpml train failed ({src}):\n{proc.stderr[-3000:]}")
         wall = time.perf_counter() - start
         return wall, json.loads((Path(tmp) / "run" / "summary.json").read_text())["startup_s"]
 

@@ -1,6 +1,11 @@
 """hpml: train and benchmark image models under parallel strategies, and see where the time went."""
 from __future__ import annotations
 
+import time
+
+# The fallback clock of summary.json's startup_s where /proc is missing (callbacks/startup.py).
+IMPORTED_AT = time.perf_counter()
+
 __version__ = "0.1.0"
 
 

@@ -12,6 +12,7 @@ from hpml_bench.callbacks.loggers import LoggerConfig, TensorBoardLogger, WandbL
 from hpml_bench.callbacks.profiler import TorchProfiler
 from hpml_bench.callbacks.progress import ProgressBar
 from hpml_bench.callbacks.report import EpochReport
+from hpml_bench.callbacks.startup import StartupClock
 from hpml_bench.callbacks.timer import EpochTimer
 
 
@@ -32,6 +33,7 @@ def build_callbacks(cfg, strategy, task, run_dir: Path, info: dict[str, Any], co
     show_bar = cfg.trainer.progress == "always" or (cfg.trainer.progress == "auto" and sys.stdout.isatty())
     if show_bar:
         callbacks.append(ProgressBar())
+    callbacks.append(StartupClock(info))  # before EpochReport, which writes info to summary.json
     callbacks.append(EpochReport(run_dir, info))
     callbacks.append(DataStallWarning())
     logger: LoggerConfig = cfg.logger

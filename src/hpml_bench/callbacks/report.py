@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from hpml_bench.callbacks.base import Callback
 from hpml_bench.ui import make_console
 from hpml_bench.runfolder import EPOCHS, RANKS, SUMMARY, atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:  # pandas is imported where a table is written: `import hpml_bench.run` stays light
+    import pandas as pd
 
 TIME_KEYS = ("data_s", "train_s", "run_s", "val_s", "samples_per_s", "mem_peak_gib")
 # Achieved TFLOP/s and MFU: None where FLOPs were not counted or no peak is known (CPU).
@@ -37,6 +39,8 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
 
 def rank_table(history: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per (epoch, rank): where each rank's time went, to spot stragglers."""
+    import pandas as pd
+
     from hpml_bench.trainer import RANK_COLUMNS
 
     rows = [{"epoch": r["epoch"], "rank": rank, **dict(zip(RANK_COLUMNS, values))}
@@ -59,6 +63,8 @@ class EpochReport(Callback):
             f"train {record['train_s']:.2f}s  run {record['run_s']:.2f}s  val {record['val_s']:.2f}s  "
             f"{record['samples_per_s']:.1f} samples/s{rates_text(record)}  loss {record['train_loss']:.4f}  {metric} {record.get(metric, float('nan')):.4f}"
         )
+        import pandas as pd
+
         table = pd.DataFrame(trainer.history)
         atomic_write_text(self.run_dir / EPOCHS, table.drop(columns="ranks").to_csv(index=False))
         atomic_write_text(self.run_dir / RANKS, rank_table(trainer.history).to_csv(index=False))

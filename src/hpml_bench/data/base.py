@@ -78,6 +78,10 @@ def build_datasets(cfg: DatasetConfig, task: str) -> tuple[Dataset, Dataset]:
     """(train, validation) data sets for `task` ('classification' or 'segmentation')."""
     source = next((SOURCES.get(flag) for flag in SOURCES.names() if getattr(cfg, flag, False)), None)
     train, val = (source or DATASETS.get(cfg.name))(cfg, task)
+    if getattr(cfg, "decode", "cpu") == "gpu":  # files read by the loader, decoded on the device
+        from hpml_bench.data.gpu_decode import device_decoded
+
+        train, val = device_decoded(train, task), device_decoded(val, task)
     for split, ds in (("train", train), ("validation", val)):
         if len(ds) == 0:
             raise HpmlError(f"dataset {cfg.name}: the {split} split is empty; check dataset.root={cfg.root}")
@@ -87,6 +91,9 @@ def build_datasets(cfg: DatasetConfig, task: str) -> tuple[Dataset, Dataset]:
 def build_loaders(cfg: DatasetConfig, strategy, task: str, seed: int) -> tuple[DataLoader, DataLoader]:
     """Train and validation loaders; the strategy supplies the samplers (sharding, shuffling)."""
     train_ds, val_ds = build_datasets(cfg, task)
+    for ds in (train_ds, val_ds):  # data sets that make their batches on the device (synthetic_on=device)
+        if hasattr(ds, "place_on"):
+            ds.place_on(strategy.device)
     full = strategy.needs_full_batches  # micro-batching needs every batch whole (drops the rest)
     sampler = strategy.sampler(train_ds, shuffle=True, seed=seed)
     # A last training batch of one sample breaks batch norm ("expected more than 1 value per channel").
@@ -113,7 +120,8 @@ def _loader(cfg: DatasetConfig, ds: Dataset, sampler, batch_size: int, drop_last
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
-        pin_memory=cfg.pin_memory and torch.cuda.is_available(),
+        pin_memory=cfg.pin_memory and torch.cuda.is_available() and not getattr(ds, "on_device", False)
+        and not getattr(ds, "decodes_on_device", False),
         persistent_workers=(cfg.persistent_workers or getattr(ds, "persistent_workers", False)) and workers > 0,
         prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
         multiprocessing_context=worker_context(start, ds) if workers > 0 else None,

@@ -33,7 +33,7 @@ from hpml_bench.errors import HpmlError
 VERSION = 1
 # Settings that do not change what the cache holds.
 _RUNTIME_ONLY = {"batch_size", "val_batch_size", "num_workers", "pin_memory", "persistent_workers", "prefetch_factor",
-                 "drop_last", "augment", "random_crop_padding", "on_corrupt", "cache", "cache_dir"}
+                 "drop_last", "augment", "random_crop_padding", "on_corrupt", "cache", "cache_dir", "decode"}
 
 
 def cache_folder(cfg: FileDatasetConfig, task: str) -> Path:

@@ -35,11 +35,15 @@ class FileDatasetConfig(DatasetConfig):
     on_corrupt: str = "error"  # error | skip (skip counts and reports unreadable images)
     cache: bool = False  # train from `hpml prepare`'s pre-decoded cache
     cache_dir: Optional[str] = None  # default <root>/.hpml-cache
+    # cpu: decode in the loader (workers); gpu: JPEG batches decoded, resized, augmented on the training device
+    decode: str = "cpu"
 
     def __post_init__(self):
         super().__post_init__()
         if self.on_corrupt not in ("error", "skip"):
             raise HpmlError(f"dataset.on_corrupt={self.on_corrupt}: use error or skip")
+        if self.decode not in ("cpu", "gpu"):
+            raise HpmlError(f"dataset.decode={self.decode}: use cpu or gpu")
         if not 0 < self.val_fraction < 1:
             raise HpmlError(f"dataset.val_fraction={self.val_fraction} must be between 0 and 1")
 
@@ -106,7 +110,7 @@ class FileImages(Dataset):
     (dropped by data.collate.skip_none_collate) and a warning naming the file."""
 
     def __init__(self, samples: Sequence[Sample], cfg: FileDatasetConfig, task: str, train: bool):
-        self.samples, self.cfg = list(samples), cfg
+        self.samples, self.cfg, self.train = list(samples), cfg, train
         self.segmentation = task == "segmentation"
         self.fixed, self.augment = fixed_transform(cfg), augment_transform(cfg, train)
 

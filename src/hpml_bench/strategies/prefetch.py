@@ -71,15 +71,23 @@ class DeviceLoader:
 
     def _place(self, batch, seed: int):
         """Copy to the device (non-blocking from pinned memory), then transform there."""
-        inputs, targets = batch
-        if self.cuda:
-            inputs, targets = (t if t.is_pinned() else t.pin_memory() for t in (inputs, targets))
-        inputs = inputs.to(self.device, non_blocking=self.cuda)
-        targets = targets.to(self.device, non_blocking=self.cuda)
+        inputs, targets = (self._to_device(t) for t in self._pinned(batch))
         if self.transform is None:
             return inputs, targets
         with contextlib.nullcontext() if self.cuda else one_thread():
             return self.transform(inputs, targets, torch.Generator().manual_seed(seed))
+
+    def _pinned(self, batch):
+        """Host tensors pinned for a CUDA copy. Anything else passes: tensors made on the device
+        (dataset.synthetic_on=device) and encoded files (dataset.decode=gpu: the batch_transform
+        decodes them there)."""
+        if not self.cuda:
+            return batch
+        return tuple(t.pin_memory() if isinstance(t, torch.Tensor) and t.device.type == "cpu"
+                     and not t.is_pinned() else t for t in batch)
+
+    def _to_device(self, t):
+        return t.to(self.device, non_blocking=self.cuda) if isinstance(t, torch.Tensor) else t
 
     def _thread_ahead(self, seeds: Iterator[int]) -> Iterator:
         """CPU: batch i+1 is gathered from the memory map and transformed on a helper thread
@@ -98,7 +106,7 @@ class DeviceLoader:
 
     def _ahead(self, seeds: Iterator[int]) -> Iterator:
         stream = torch.cuda.Stream(self.device) if self.cuda else None
-        batches = iter(self.loader)
+        batches = self._host_ahead() if self._read_here() else iter(self.loader)
 
         def issue(batch):
             with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
@@ -116,6 +124,27 @@ class DeviceLoader:
             pending = issued
         if pending is not None:
             yield self._hand_over(*pending)
+
+    def _read_here(self) -> bool:
+        ds = self.loader.dataset  # (batches already made on the device need no helper thread)
+        return getattr(ds, "in_process", False) and not getattr(ds, "on_device", False) and self.loader.num_workers == 0
+
+    def _host_ahead(self) -> Iterator:
+        """A data set read in this process (the cache's memory map): its batches are gathered and
+        pinned on a helper thread, `host_depth` ahead. In the loop's own thread that gather would
+        run while the GPU idles after each step's synchronize (trainer.timing=exact); here it
+        overlaps the step, and the copy and the uint8 -> float transform stay on the device."""
+        batches = iter(self.loader)
+
+        def read():
+            batch = next(batches, None)
+            return None if batch is None else self._pinned(batch)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="hpml-pin") as pool:  # one thread: reads in order
+            pending = collections.deque(pool.submit(read) for _ in range(self.host_depth))
+            while (batch := pending.popleft().result()) is not None:
+                pending.append(pool.submit(read))
+                yield batch
 
     def _hand_over(self, placed, ready):
         if ready is not None:

@@ -1,11 +1,15 @@
 """The Task interface and its registry."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
-from torchmetrics import MetricCollection
 
 from hpml_bench.registry import Registry
+
+if TYPE_CHECKING:  # torchmetrics is imported by metrics() only: its import pulls scipy and matplotlib (~1.5 s)
+    from torchmetrics import MetricCollection
 
 TASKS: Registry = Registry("task")
 AUX_LOSS_WEIGHT = 0.4

@@ -1,10 +1,13 @@
 """Classification: cross-entropy on logits [B, C]; accuracy."""
 from __future__ import annotations
 
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from typing import TYPE_CHECKING
 
 from hpml_bench.tasks.base import TASKS, Task
+from hpml_bench.tasks.light_torchmetrics import import_torchmetrics
+
+if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
 
 
 @TASKS.register("classification")
@@ -14,4 +17,10 @@ class Classification(Task):
     monitor_higher_is_better = True
 
     def metrics(self) -> MetricCollection:
+        # Imported here, not at the top, and through light_torchmetrics (without its scipy and
+        # matplotlib): ~1.5 s less start-up (tests/test_startup.py).
+        import_torchmetrics()
+        from torchmetrics import MetricCollection
+        from torchmetrics.classification import MulticlassAccuracy
+
         return MetricCollection({"acc": MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)})

@@ -6,27 +6,13 @@ computed over the whole epoch's pixels (torchmetrics accumulates the counts).
 """
 from __future__ import annotations
 
-import warnings
-
-import torch
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
-from torchmetrics.segmentation import DiceScore
+from typing import TYPE_CHECKING
 
 from hpml_bench.tasks.base import TASKS, Task
+from hpml_bench.tasks.light_torchmetrics import import_torchmetrics
 
-
-class ForegroundDice(DiceScore):
-    """Dice over the non-background classes, fed with logits."""
-
-    def __init__(self, num_classes: int):
-        with warnings.catch_warnings():  # the default-average notice; average is set explicitly
-            warnings.simplefilter("ignore")
-            super().__init__(num_classes=num_classes, include_background=False, average="micro",
-                             aggregation_level="global", input_format="index")
-
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        super().update(preds.argmax(1), target)
+if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
 
 
 @TASKS.register("segmentation")
@@ -36,6 +22,13 @@ class Segmentation(Task):
     monitor_higher_is_better = True
 
     def metrics(self) -> MetricCollection:
+        # Imported here: torchmetrics costs ~1.6 s of start-up (scipy, matplotlib), see classification.py.
+        import_torchmetrics()
+        from torchmetrics import MetricCollection
+        from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+        from hpml_bench.tasks.dice import ForegroundDice
+
         return MetricCollection({
             "miou": MulticlassJaccardIndex(self.num_classes, average="macro", validate_args=False),
             "dice": ForegroundDice(self.num_classes),

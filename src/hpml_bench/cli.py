@@ -27,6 +27,8 @@ commands:
   list    list registered choices: hpml list models|datasets|strategies|optimizers|schedulers|loggers|profilers|benches
   export  write a checked deployment artifact from a run: hpml export run=runs/<id> format=torchscript|aoti|exported|onnx|int8
   predict classify (or segment) image files with a run's model: hpml predict run=runs/<id> images=<file|folder> [format=aoti]
+  eval    score a run (or an exported artifact) on a split, into <run>/eval/ (JSON, markdown, confusion PNG)
+          e.g. hpml eval run=runs/<id> split=test format=int8   (dataset.root=<folder>: another folder)
 
 `hpml train --help` lists the config groups and every key with its default.
 Errors print one line and exit with code 2; HPML_DEBUG=1 shows the traceback."""
@@ -106,6 +108,7 @@ COMMANDS = {
     "report": "hpml_bench.bench.report:report_command",
     "export": "hpml_bench.deploy.export:export_command",
     "predict": "hpml_bench.deploy.predict:predict_command",
+    "eval": "hpml_bench.eval.command:eval_command",
 }
 
 

@@ -22,6 +22,7 @@ import torch
 from hpml_bench.errors import HpmlError
 
 # What the model's input and output depend on: an eval that changed them would not score the run.
+SPLITS = ("val", "test")
 FIXED_KEYS = ("image_size", "channels", "center_crop", "mask_classes", "num_classes", "mask_values")
 
 
@@ -54,6 +55,8 @@ def evaluate(cfg: EvalConfig, dataset_overrides: list[str] = ()) -> tuple[dict, 
     from hpml_bench.eval.report import write_report
     from hpml_bench.runload import load_config, load_trained
 
+    if cfg.split not in SPLITS:
+        raise HpmlError(f"split={cfg.split}: use {' or '.join(SPLITS)} (the training split is what the model learnt)")
     run_dir = Path(cfg.run)
     trained = load_trained(run_dir, cfg.checkpoint)
     dataset_cfg = _dataset(trained, run_dir, dataset_overrides, load_config)

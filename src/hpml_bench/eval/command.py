@@ -23,7 +23,7 @@ from hpml_bench.errors import HpmlError
 
 # What the model's input and output depend on: an eval that changed them would not score the run.
 SPLITS = ("val", "test")
-FIXED_KEYS = ("image_size", "channels", "center_crop", "mask_classes", "num_classes", "mask_values")
+FIXED_KEYS = ("image_size", "channels", "center_crop", "mask_classes", "num_classes")
 
 
 @dataclass

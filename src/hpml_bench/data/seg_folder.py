@@ -25,7 +25,7 @@ from hpml_bench.data.base import DATASETS
 from hpml_bench.data.files import CorruptImage, FileDatasetConfig, FileImages, Sample, require_root, seeded_split
 from hpml_bench.errors import HpmlError
 
-SOURCE = "your own images and masks (datasets/README.md, seg_folder)"
+SOURCE = "your own data (datasets/README.md, seg_folder, shows the layout)"
 EXPECTED = "train/images/ + train/masks/ (+ val/, test/), or images/ + masks/"
 MASK_EXTENSIONS = (*IMG_EXTENSIONS, ".gif")  # Carvana-style GIF masks
 # Side assumed when the images cannot be looked at yet (no root): the build then names the problem.
@@ -113,7 +113,7 @@ class MaskReader:
     def __init__(self, cfg: SegFolderConfig):
         self.classes, self.name = cfg.mask_classes, cfg.name
         values = cfg.mask_values
-        self.colour = bool(values) and all(isinstance(v, (list, tuple)) or hasattr(v, "__len__") for v in values)
+        self.colour = bool(values) and not isinstance(values[0], (int, float))  # [r, g, b] lists, else grey levels
         self.lut = None
         if values:
             try:

@@ -53,13 +53,14 @@ def evaluate(cfg: EvalConfig, dataset_overrides: list[str] = ()) -> tuple[dict, 
     """Score the run as `cfg` says and write the report; returns (result, files written)."""
     from hpml_bench.data.base import build_datasets, eval_loader
     from hpml_bench.eval.report import write_report
-    from hpml_bench.runload import load_config, load_trained
+    from hpml_bench.eval.scores import SCORES
+    from hpml_bench.runload import load_trained
 
     if cfg.split not in SPLITS:
         raise HpmlError(f"split={cfg.split}: use {' or '.join(SPLITS)} (the training split is what the model learnt)")
     run_dir = Path(cfg.run)
     trained = load_trained(run_dir, cfg.checkpoint)
-    dataset_cfg = _dataset(trained, run_dir, dataset_overrides, load_config)
+    dataset_cfg = _dataset(trained, run_dir, dataset_overrides)
     split_cfg = dataset_cfg.eval_split(cfg.split)
     if getattr(split_cfg, "cache", False):  # the decode path gives the cache's pixels, for any split or folder
         split_cfg = dataclasses.replace(split_cfg, cache=False)
@@ -68,8 +69,6 @@ def evaluate(cfg: EvalConfig, dataset_overrides: list[str] = ()) -> tuple[dict, 
     start = time.perf_counter()
     metrics, per_class, confusion, samples = score(model, data, trained)
     seconds = time.perf_counter() - start
-    from hpml_bench.eval.scores import SCORES
-
     result = {
         "run": str(run_dir), "task": trained.task, "split": cfg.split, "checkpoint": cfg.checkpoint,
         "epoch": trained.epoch, "format": cfg.format, "artifact": artifact,
@@ -84,8 +83,10 @@ def evaluate(cfg: EvalConfig, dataset_overrides: list[str] = ()) -> tuple[dict, 
     return result, write_report(result, run_dir / "eval", report_stem(cfg, split_cfg, dataset_overrides))
 
 
-def _dataset(trained, run_dir: Path, overrides: list[str], load_config):
+def _dataset(trained, run_dir: Path, overrides: list[str]):
     """The run's data set config, with the eval's dataset.<key>=value overrides applied."""
+    from hpml_bench.runload import load_config
+
     if not overrides:
         return trained.dataset_cfg
     fixed = [o for o in overrides if o.partition("=")[0].removeprefix("dataset.") in FIXED_KEYS]

@@ -85,9 +85,10 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
 def load_config(run_dir: Path, dataset_overrides: Sequence[str] = ()):
     """TrainConfig of a run folder: the schema composed with its saved overrides, then
     config.yaml (the resolved values the run used, e.g. the numeric image_size) on top, then
-    `dataset_overrides` (`dataset.root=...`: hpml eval on another folder). Model weights are dropped: the checkpoint holds every weight (no
-    pretrained file or download, nothing frozen)."""
+    `dataset_overrides` (`dataset.root=...`: hpml eval on another folder). Model weights are
+    dropped: the checkpoint holds every weight (no pretrained file or download, nothing frozen)."""
     from hpml_bench.config import compose_train, config_error_line, to_train_config
+    from hpml_bench.config_dirs import run_config_dir
 
     if not (run_dir / CONFIG).is_file():
         raise HpmlError(f"run={run_dir}: no {CONFIG} there; give the run folder an hpml train wrote")
@@ -96,8 +97,9 @@ def load_config(run_dir: Path, dataset_overrides: Sequence[str] = ()):
         overrides = [str(o) for o in OmegaConf.load(run_dir / OVERRIDES)
                      if not str(o).lstrip("+~").startswith(("hydra", "resume"))]
     try:
-        dcfg = OmegaConf.merge(compose_train(overrides), OmegaConf.load(run_dir / CONFIG),
-                               OmegaConf.from_dotlist(list(dataset_overrides)))
+        with run_config_dir(run_dir):  # its groups (model=mynet ...) from the user's folder it was trained with
+            dcfg = OmegaConf.merge(compose_train(overrides), OmegaConf.load(run_dir / CONFIG),
+                                   OmegaConf.from_dotlist(list(dataset_overrides)))
     except HpmlError:
         raise
     except Exception as exc:

@@ -65,7 +65,7 @@ def test_cam_writes_a_png_per_image_and_a_gif(trained, capsys):
     (["target=7"], "target=7: the model has classes 0 to 1"),
     (["images=NOTES"], "is not an image that can be read"),
     (["run=EMPTYRUN"], "no checkpoint best.pt in checkpoints/; it saved none"),
-    (["run=nowhere"], "run=nowhere: no config.yaml there"),
+    (["run=nowhere"], "run=nowhere is not a folder"),
     (["colour=red"], "unknown cam argument 'colour'"),
     (["device=tpu"], "device=tpu: use auto, cpu or cuda"),
 ])

@@ -10,7 +10,7 @@ from PIL import Image
 from hpml_bench.cam import cam_layer, cam_methods, explain
 from hpml_bench.cli import main
 from hpml_bench.data.shapes import generate_shapes
-from hpml_bench.runload import load_run
+from hpml_bench.runload import load_trained
 
 SIZE = 32
 
@@ -34,13 +34,13 @@ def trained(tmp_path_factory):
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
 def test_heat_map_mass_lies_inside_the_shape(trained, method):
     run_dir, frames, masks = trained
-    run = load_run(run_dir)
+    run = load_trained(run_dir)
     layer, reshape = cam_layer(run.model, "unet")
     cam = cam_methods()[method](model=run.model, target_layers=[layer], reshape_transform=reshape)
     inside = []
     for file, mask in zip(sorted(frames.iterdir()), masks):
-        shown, batch = run.preprocess(file)
-        result = explain(cam, run.model, shown, batch, None, "segmentation", run.class_names)
+        shown, batch = run.image_preprocess()(file)
+        result = explain(cam, run.model, shown, batch, None, "segmentation", run.class_names())
         assert result.label == "foreground" and result.heat.shape == mask.shape
         inside.append(result.heat[mask].sum() / result.heat.sum())
     # The shapes cover ~16% of each image: a map blind to them would put ~16% of its mass inside.
@@ -64,8 +64,8 @@ def test_cam_writes_a_png_per_image_and_a_gif(trained, capsys):
     (["target=circle"], "unknown class 'circle'; choose one of: background, foreground"),
     (["target=7"], "target=7: the model has classes 0 to 1"),
     (["images=NOTES"], "is not an image that can be read"),
-    (["run=EMPTYRUN"], "has no checkpoints/best.pt; it saved none"),
-    (["run=nowhere"], "run=nowhere: no config.yaml there"),
+    (["run=EMPTYRUN"], "no checkpoint best.pt in checkpoints/; it saved none"),
+    (["run=nowhere"], "run=nowhere is not a folder"),
     (["colour=red"], "unknown cam argument 'colour'"),
     (["device=tpu"], "device=tpu: use auto, cpu or cuda"),
 ])

@@ -14,7 +14,7 @@ from hpml_bench.data.files import FileDatasetConfig, FileImages, Sample
 from hpml_bench.deploy.export import ExportConfig, export_run, sha256
 from hpml_bench.deploy.formats import FORMATS
 from hpml_bench.deploy.preprocess import load_input
-from hpml_bench.deploy.runload import load_trained, preprocess_spec
+from hpml_bench.runload import load_trained, preprocess_spec
 from hpml_bench.deploy.validate import RunData
 
 FAST = ["torchscript", "exported", "onnx"]

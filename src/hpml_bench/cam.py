@@ -77,19 +77,20 @@ def write_cams(run_dir: Path, images: Path, checkpoint: str, method: str, target
     if method not in methods:
         raise unknown_choice("CAM method", method, methods)
     files = image_files(images, gif)
-    from hpml_bench.runload import load_run
+    from hpml_bench.runload import load_trained
 
-    run = load_run(run_dir, checkpoint)
+    run = load_trained(run_dir, checkpoint)
     run.model.to(cam_device(device))
-    layer, reshape = cam_layer(run.model, run.cfg.model.name)
-    category = target_index(target, run.class_names)
+    layer, reshape = cam_layer(run.model, run.model_name)
+    names, preprocess = run.class_names(), run.image_preprocess()
+    category = target_index(target, names)
     cam = methods[method](model=run.model, target_layers=[layer], reshape_transform=reshape)
     out_dir = run_dir / "cam"
     written, overlays = [], []
     try:
         for file in files:
-            shown, batch = run.preprocess(file)
-            result = explain(cam, run.model, shown, batch, category, run.cfg.task, run.class_names)
+            shown, batch = preprocess(file)
+            result = explain(cam, run.model, shown, batch, category, run.task, names)
             written.append(save_figure(result, out_dir / f"{file.stem}_{FILE_TAGS[method]}.png", method))
             overlays.append(result.overlay)
     finally:

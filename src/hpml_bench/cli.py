@@ -28,6 +28,8 @@ commands:
   init    write a starter project (conf/ with your model, data set, experiment, bench; mynet.py): hpml init [DIR]
   export  write a checked deployment artifact from a run: hpml export run=runs/<id> format=torchscript|aoti|exported|onnx|int8
   predict classify (or segment) image files with a run's model: hpml predict run=runs/<id> images=<file|folder> [format=aoti]
+  eval    score a run (or an exported artifact) on a split, into <run>/eval/ (JSON, markdown, confusion PNG)
+          e.g. hpml eval run=runs/<id> split=test format=int8   (dataset.root=<folder>: another folder)
 
 `hpml train --help` lists the config groups and every key with its default.
 Your own configs: ./conf/<group>/<name>.yaml (or --config-dir DIR, or $HPML_CONFIG_DIR) is searched
@@ -119,6 +121,7 @@ COMMANDS = {
     "export": "hpml_bench.deploy.export:export_command",
     "predict": "hpml_bench.deploy.predict:predict_command",
     "init": "hpml_bench.init_project:init_command",
+    "eval": "hpml_bench.eval.command:eval_command",
 }
 
 

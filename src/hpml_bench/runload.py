@@ -1,12 +1,15 @@
 """A finished (or interrupted) run folder read back: its typed config, its trained model,
-and the image preprocessing its validation data went through. What `hpml cam` (and any
-other command that applies a trained run to new images) needs, from the folder alone."""
+its class names and the image preprocessing its validation data went through.
+
+The one reader of `runs/<id>/`: `hpml export`, `hpml predict`, `hpml cam` and `hpml eval`
+all start here. The preprocessing spec is what meta.json carries to the C++ loader.
+"""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import torch
 from omegaconf import OmegaConf
@@ -18,38 +21,72 @@ from hpml_bench.errors import HpmlError
 from hpml_bench.runfolder import CONFIG, OVERRIDES
 
 CHECKPOINTS = ("best", "last")
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 @dataclass
-class LoadedRun:
-    cfg: object  # TrainConfig
+class TrainedRun:
+    """What a finished (or checkpointed) run holds, ready for inference."""
+
+    run_dir: Path
+    cfg: object  # TrainConfig (model weights=None: the checkpoint holds every weight)
     model: nn.Module  # eval mode, on CPU
-    class_names: list[str]
-    preprocess: Callable[[Path], tuple[torch.Tensor, torch.Tensor]]  # path -> (uint8 [C,S,S], float [1,C,S,S])
+    checkpoint: Path
+    epoch: Optional[int]
+
+    @property
+    def model_cfg(self):
+        return self.cfg.model
+
+    @property
+    def dataset_cfg(self):
+        return self.cfg.dataset
+
+    @property
+    def task(self) -> str:
+        return self.cfg.task
+
+    @property
+    def model_name(self) -> str:
+        return self.cfg.model.name
+
+    def preprocess(self) -> dict:
+        """The preprocessing spec (what meta.json's "preprocess" holds)."""
+        return preprocess_spec(self.dataset_cfg)
+
+    def image_preprocess(self) -> Callable[[Path], tuple[torch.Tensor, torch.Tensor]]:
+        return image_preprocess(self.dataset_cfg)
+
+    def class_names(self) -> list[str]:
+        return class_names(self.cfg)
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best") -> LoadedRun:
-    """The run's config (config.yaml over its overrides), its model with the checkpoint's
-    weights, its class names and its evaluation-time image preprocessing."""
-    run_dir = Path(run_dir)
-    cfg = load_config(run_dir)
-    state = _checkpoint_state(run_dir, checkpoint)
+def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
+    """The run's model with the checkpoint's weights, in eval mode on CPU."""
     from hpml_bench.models import build_model_from_config
 
-    # The checkpoint holds every weight: no pretrained file or download, nothing frozen.
-    model = build_model_from_config(dataclasses.replace(cfg.model, weights=None, freeze_backbone=False))
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise HpmlError(f"run={run_dir} is not a folder; give a run folder such as runs/<id>")
+    cfg = load_config(run_dir)
+    path = checkpoint_path(run_dir, checkpoint)
     try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise HpmlError(f"{run_dir}: checkpoint does not fit the model its config.yaml describes "
-                        f"({str(exc).splitlines()[0]})") from exc
-    return LoadedRun(cfg, model.eval(), class_names(cfg), image_preprocess(cfg.dataset))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise HpmlError(f"checkpoint {path} could not be read ({type(exc).__name__}); it is corrupt or not an hpml checkpoint") from exc
+    model = build_model_from_config(cfg.model)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise HpmlError(f"checkpoint {path} does not fit the model its config.yaml describes ({cfg.model.name}): "
+                        f"{str(exc).strip().splitlines()[0]}") from exc
+    return TrainedRun(run_dir, cfg, model.eval(), path, state.get("epoch"))
 
 
-def load_config(run_dir: Path):
+def load_config(run_dir: Path, dataset_overrides: Sequence[str] = ()):
     """TrainConfig of a run folder: the schema composed with its saved overrides, then
-    config.yaml (the resolved values the run used, e.g. the numeric image_size) on top."""
+    config.yaml (the resolved values the run used, e.g. the numeric image_size) on top, then
+    `dataset_overrides` (`dataset.root=...`: hpml eval on another folder). Model weights are
+    dropped: the checkpoint holds every weight (no pretrained file or download, nothing frozen)."""
     from hpml_bench.config import compose_train, config_error_line, to_train_config
     from hpml_bench.config_dirs import run_config_dir
 
@@ -61,46 +98,61 @@ def load_config(run_dir: Path):
                      if not str(o).lstrip("+~").startswith(("hydra", "resume"))]
     try:
         with run_config_dir(run_dir):  # its groups (model=mynet ...) from the user's folder it was trained with
-            dcfg = OmegaConf.merge(compose_train(overrides), OmegaConf.load(run_dir / CONFIG))
+            dcfg = OmegaConf.merge(compose_train(overrides), OmegaConf.load(run_dir / CONFIG),
+                                   OmegaConf.from_dotlist(list(dataset_overrides)))
     except HpmlError:
         raise
     except Exception as exc:
         raise HpmlError(f"{run_dir / CONFIG} does not fit this hpml's config: {config_error_line(exc)}") from exc
-    return to_train_config(dcfg)
+    cfg = to_train_config(dcfg)
+    cfg.model = dataclasses.replace(cfg.model, weights=None, freeze_backbone=False)
+    return cfg
 
 
-def _checkpoint_state(run_dir: Path, checkpoint: str) -> dict:
+def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
+    """checkpoints/<best|last>.pt, or an HpmlError naming the one to use instead."""
     if checkpoint not in CHECKPOINTS:
         raise HpmlError(f"checkpoint={checkpoint}: use best or last")
-    file = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    if not file.is_file():
+    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    if not path.is_file():
         others = [c for c in CHECKPOINTS if (run_dir / "checkpoints" / f"{c}.pt").is_file()]
-        hint = f"use checkpoint={others[0]}" if others else "it saved none (trainer.checkpoint_every=0?); train it with checkpoints"
-        raise HpmlError(f"run folder {run_dir} has no checkpoints/{checkpoint}.pt; {hint}")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise HpmlError(f"checkpoint {file} could not be read ({type(exc).__name__}); it is corrupt or not an hpml checkpoint") from exc
-    return state["model"]
+        hint = f"use checkpoint={others[0]}" if others else \
+            "it saved none (trainer.checkpoint_every=0?); train it with checkpoints"
+        raise HpmlError(f"run={run_dir}: no checkpoint {path.name} in checkpoints/; {hint}")
+    return path
 
 
 def class_names(cfg) -> list[str]:
-    """Names for the model's output classes: the data set's where it has them, else numbers."""
-    ds = cfg.dataset
-    if cfg.task == "segmentation":
-        return ["background", "foreground"] if ds.mask_classes == 2 else [str(i) for i in range(ds.mask_classes)]
-    if ds.name == "shapes":
-        from hpml_bench.data.shapes import SHAPES
+    """Names for the model's output classes: the data set's where it has them (its config's
+    `class_names(task)`), else background/foreground for two mask classes, else numbers."""
+    count = cfg.model.num_classes
+    names = cfg.dataset.class_names(cfg.task)
+    if names is None and cfg.task == "segmentation" and count == 2:
+        names = ["background", "foreground"]
+    if names is None or len(names) != count:
+        names = [str(i) for i in range(count)]
+    return list(names)
 
-        return list(SHAPES)
-    if ds.name == "cifar10":
-        return list(CIFAR10_CLASSES)
-    folder = Path(ds.root or "") / getattr(ds, "train_dir", "")
-    if ds.name == "image_folder" and ds.root and folder.is_dir():
-        from torchvision.datasets.folder import find_classes
 
-        return find_classes(str(folder))[0]
-    return [str(i) for i in range(ds.num_classes)]
+def preprocess_spec(dataset_cfg) -> dict:
+    """How an image file becomes the model's input, exactly as training's validation did.
+
+    decode (RGB, or PIL's "L" for one channel) -> uint8 [C,H,W] -> optional centre crop ->
+    bilinear antialiased resize to size x size on the uint8 image (torch's kernel, which C++
+    reaches through LibTorch) -> x / 255 -> (x - mean) / std.
+    """
+    from hpml_bench.data.base import normalize
+
+    norm = normalize(dataset_cfg.channels)
+    return {
+        "channels": dataset_cfg.channels,
+        "center_crop": getattr(dataset_cfg, "center_crop", None) or 0,  # 0 = none (OpenCV's JSON reader has no null)
+        "size": [dataset_cfg.image_size, dataset_cfg.image_size],
+        "resize": "bilinear_antialias_uint8",
+        "scale": 1 / 255,
+        "mean": [float(m) for m in norm.mean],
+        "std": [float(s) for s in norm.std],
+    }
 
 
 def image_preprocess(ds) -> Callable[[Path], tuple[torch.Tensor, torch.Tensor]]:

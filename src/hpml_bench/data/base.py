@@ -66,6 +66,19 @@ class DatasetConfig:
         if self.worker_start not in WORKER_STARTS:
             raise HpmlError(f"dataset.worker_start={self.worker_start}: use one of {', '.join(WORKER_STARTS)}")
 
+    def eval_split(self, split: str) -> "DatasetConfig":
+        """This config with `split` as its validation split (what `hpml eval split=` scores);
+        HpmlError when the data set has no such split. Layouts with a test split override it."""
+        if split == "val":
+            return self
+        raise HpmlError(f"split={split}: dataset {self.name} has no {split} split, only train and val; "
+                        f"use split=val, or dataset.root=<another folder of the same layout>")
+
+    def class_names(self, task: str) -> Optional[list[str]]:
+        """The names of the classes (labels, or mask values for segmentation) where the data
+        set has them; None: numbered (what predict, cam, export and eval show)."""
+        return None
+
 
 def normalize(channels: int) -> v2.Normalize:
     """ImageNet normalisation (grey images use the mean of its three channels)."""
@@ -105,6 +118,16 @@ def build_loaders(cfg: DatasetConfig, strategy, task: str, seed: int) -> tuple[D
     # The strategy moves batches to its device (prefetching on a GPU) and runs the data
     # set's batch_transform there (uint8 -> float, augmentation; see batch_transforms.py).
     return strategy.device_loader(train), strategy.device_loader(val)
+
+
+def eval_loader(cfg: DatasetConfig, ds: Dataset, device: torch.device = torch.device("cpu"),
+                batch_size: Optional[int] = None):
+    """One pass over `ds` in order, as validation reads it (the data set's collate and device
+    batch transform included), outside any strategy: what export checks and `hpml eval` score."""
+    from hpml_bench.strategies.prefetch import DeviceLoader
+
+    loader = _loader(cfg, ds, None, batch_size or cfg.val_batch_size or cfg.batch_size, False, None)
+    return DeviceLoader(loader, device, getattr(ds, "batch_transform", None))
 
 
 def _loader(cfg: DatasetConfig, ds: Dataset, sampler, batch_size: int, drop_last: bool,

@@ -12,6 +12,7 @@ from torchvision.transforms import v2
 from hpml_bench.data.base import DATASETS, DatasetConfig, normalize
 from hpml_bench.errors import HpmlError
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _FOLDER = datasets.CIFAR10.base_folder  # cifar-10-batches-py
 
 
@@ -22,6 +23,9 @@ class Cifar10Config(DatasetConfig):
     num_classes: int = 10
     native_size: int = 32
     download: bool = True
+
+    def class_names(self, task: str):
+        return list(CIFAR10_CLASSES)
 
 
 def _files_present(root: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -109,8 +109,11 @@ class FileImages(Dataset):
     """Samples decoded on the fly. With on_corrupt=skip an unreadable sample yields None
     (dropped by data.collate.skip_none_collate) and a warning naming the file."""
 
-    def __init__(self, samples: Sequence[Sample], cfg: FileDatasetConfig, task: str, train: bool):
+    def __init__(self, samples: Sequence[Sample], cfg: FileDatasetConfig, task: str, train: bool,
+                 mask_reader: Optional[Callable[[Path], torch.Tensor]] = None):
         self.samples, self.cfg, self.train = list(samples), cfg, train
+        # path -> uint8 class map [H, W]; a layout's own mask convention (seg_folder's), else 0/255
+        self.read_mask = mask_reader or read_mask
         self.segmentation = task == "segmentation"
         self.fixed, self.augment = fixed_transform(cfg), augment_transform(cfg, train)
 
@@ -123,7 +126,7 @@ class FileImages(Dataset):
         image = tv_tensors.Image(read_image(s.image, self.cfg.channels))
         if not self.segmentation:
             return self.fixed(image), torch.tensor(s.label)
-        mask = read_mask(s.mask)
+        mask = self.read_mask(s.mask)
         if mask.shape != image.shape[-2:]:
             raise HpmlError(f"mask {s.mask} is {tuple(mask.shape)} but its image {s.image} is "
                             f"{tuple(image.shape[-2:])}; masks must match their images")

@@ -20,6 +20,10 @@ class ImageFolderConfig(FileDatasetConfig):
     val_dir: Optional[str] = "test"  # null or missing: a seeded val_fraction split of train_dir
     source: str = "any torchvision ImageFolder tree (root/<split>/<class>/<image>)"
 
+    def class_names(self, task: str):
+        folder = Path(self.root or "") / self.train_dir
+        return find_classes(str(folder))[0] if self.root and folder.is_dir() else None
+
 
 def _samples(folder: Path) -> tuple[list[Sample], list[str]]:
     classes, class_to_idx = find_classes(str(folder))

@@ -29,6 +29,9 @@ class ShapesConfig(DatasetConfig):
     noise_std: float = 0.08
     seed: int = 1234
 
+    def class_names(self, task: str):
+        return list(SHAPES) if task == "classification" else None
+
 
 def generate_shapes(n: int, size: int, noise_std: float, seed: int):
     """(images uint8 [n,3,size,size], labels int64 [n], masks uint8 [n,size,size])."""

@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from hpml_bench.deploy.formats import FORMATS, per_sample
-from hpml_bench.deploy.runload import TrainedRun, load_trained
+from hpml_bench.runload import TrainedRun, load_trained
 from hpml_bench.deploy.validate import RunData, int8_accuracy, parity
 from hpml_bench.errors import HpmlError
 from hpml_bench.runfolder import atomic_write_json

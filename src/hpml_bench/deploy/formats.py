@@ -6,26 +6,18 @@ dynamic everywhere (torch.export specialises batch 1, so examples have batch >= 
 """
 from __future__ import annotations
 
-import contextlib
-import logging
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from hpml_bench.deploy.capture import dynamic_batch, export_program, quiet
+from hpml_bench.deploy.quantize import quantize_int8
 from hpml_bench.errors import HpmlError
 from hpml_bench.registry import Registry
 
 FORMATS: Registry = Registry("format")
-
-
-def dynamic_batch(example: torch.Tensor):
-    """torch.export's dynamic_shapes for a single input with a free batch dimension; None (a
-    static batch of 1) for an example of one (`export.batch=1`)."""
-    if len(example) == 1:
-        return None
-    return ({0: torch.export.Dim("batch", min=1, max=4096)},)
+__all__ = ["FORMATS", "Format", "aoti_package", "dynamic_batch", "export_program", "per_sample", "quiet"]
 
 
 def per_sample(run):
@@ -35,11 +27,6 @@ def per_sample(run):
     return call
 
 
-def export_program(model: nn.Module, example: torch.Tensor, strict: bool = False) -> torch.export.ExportedProgram:
-    with torch.no_grad():
-        return torch.export.export(model, (example,), dynamic_shapes=dynamic_batch(example), strict=strict)
-
-
 def aoti_package(program: torch.export.ExportedProgram, path: Path) -> None:
     # Freezing folds the weights into the graph as constants, which is what lets inductor
     # prepack them for oneDNN and fuse the int8 q/dq patterns into int8 kernels: without it
@@ -47,22 +34,6 @@ def aoti_package(program: torch.export.ExportedProgram, path: Path) -> None:
     # is silently skipped.
     with quiet(), torch.no_grad():
         torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs={"freezing": True})
-
-
-@contextlib.contextmanager
-def quiet():
-    """TorchScript's deprecation notice and the exporters' chatter are not the user's concern."""
-    loggers = [logging.getLogger(name) for name in ("torch.utils._pytree", "torch.utils.cpp_extension", "torch.onnx")]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
 
 
 class Format:
@@ -156,8 +127,6 @@ class Int8(Format):
     name, runs_in_cpp = "int8", True
 
     def save(self, model, example, path, ctx):
-        from hpml_bench.deploy.quantize import quantize_int8
-
         # Quantize over a free batch (the calibration batches are whole loader batches), then
         # export the int8 graph with the example's batch: static when it is one.
         free = example if len(example) > 1 else torch.cat([example, example])

@@ -42,7 +42,7 @@ def predict_command(args: list[str]) -> int:
 def load_predictor(run_dir: Path, fmt: str, checkpoint: str):
     """(callable x -> logits, meta dict) for the eager checkpoint or an exported artifact."""
     if fmt == "eager":
-        from hpml_bench.deploy.runload import load_trained
+        from hpml_bench.runload import load_trained
 
         trained = load_trained(run_dir, checkpoint)
         meta = {"task": trained.task, "preprocess": trained.preprocess(), "class_names": trained.class_names()}

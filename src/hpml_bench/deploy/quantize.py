@@ -11,7 +11,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from hpml_bench.deploy.formats import dynamic_batch, quiet
+from hpml_bench.deploy.capture import dynamic_batch, quiet
 from hpml_bench.errors import HpmlError
 
 

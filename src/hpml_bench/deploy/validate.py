@@ -5,9 +5,8 @@ import itertools
 from typing import Iterator, Optional
 
 import torch
-from torch.utils.data import DataLoader
 
-from hpml_bench.deploy.runload import TrainedRun
+from hpml_bench.runload import TrainedRun
 from hpml_bench.errors import HpmlError
 
 
@@ -30,10 +29,11 @@ class RunData:
                 raise HpmlError(f"the run's data set is needed to check the export: {exc}") from exc
         return self._datasets
 
-    def loader(self, train: bool) -> DataLoader:
-        cfg = self.trained.dataset_cfg
-        ds = self.datasets()[0 if train else 1]
-        return DataLoader(ds, batch_size=cfg.val_batch_size or cfg.batch_size, shuffle=False)
+    def loader(self, train: bool):
+        from hpml_bench.data.base import eval_loader
+
+        # The run's own collate and batch transform: a cached run's loader hands out uint8 batches.
+        return eval_loader(self.trained.dataset_cfg, self.datasets()[0 if train else 1])
 
     def example(self) -> torch.Tensor:
         """Validation images (>= 2: torch.export specialises a batch of 1) for tracing and parity."""

@@ -51,6 +51,7 @@ def load_config(run_dir: Path):
     """TrainConfig of a run folder: the schema composed with its saved overrides, then
     config.yaml (the resolved values the run used, e.g. the numeric image_size) on top."""
     from hpml_bench.config import compose_train, config_error_line, to_train_config
+    from hpml_bench.models.provenance import with_recorded_source
 
     if not (run_dir / CONFIG).is_file():
         raise HpmlError(f"run={run_dir}: no {CONFIG} there; give the run folder an hpml train wrote")
@@ -60,6 +61,7 @@ def load_config(run_dir: Path):
                      if not str(o).lstrip("+~").startswith(("hydra", "resume"))]
     try:
         dcfg = OmegaConf.merge(compose_train(overrides), OmegaConf.load(run_dir / CONFIG))
+        dcfg = with_recorded_source(run_dir, dcfg)  # a model from the user's code: the file it trained with
     except HpmlError:
         raise
     except Exception as exc:

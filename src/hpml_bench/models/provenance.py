@@ -35,16 +35,25 @@ def record_model_source(run_dir: Path, model_cfg) -> None:
               f"{str(now['sha256'])[:12]}); resuming with the code as it is now", file=sys.stderr)
 
 
-def with_recorded_source(run_dir: Path, dcfg: DictConfig) -> DictConfig:
-    """The run's config set to import the model code from the file it trained with (so any
-    working directory works); an error when that file is gone, a note when it changed."""
+def recorded_file(run_dir: Path) -> Optional[Path]:
+    """The model code file the run trained with (None for built-in models); an error when it is gone."""
     before = recorded_source(run_dir)
     if not before or not before.get("file"):
-        return dcfg
+        return None
     file = Path(before["file"])
     if not file.is_file():
         raise HpmlError(f"{run_dir} was trained with model code {before['target']} from {file}, which is gone; "
                         f"put that file back (sha256 {before['sha256'][:12]}...)")
+    return file
+
+
+def with_recorded_source(run_dir: Path, dcfg: DictConfig) -> DictConfig:
+    """The run's config set to import the model code from the file it trained with (so any
+    working directory works); an error when that file is gone, a note when it changed."""
+    file = recorded_file(run_dir)
+    if file is None:
+        return dcfg
+    before = recorded_source(run_dir)
     from hpml_bench.models.custom import file_sha256
 
     if file_sha256(file) != before["sha256"]:

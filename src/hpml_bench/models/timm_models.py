@@ -25,6 +25,9 @@ class TimmConfig(SourceConfig):
     def __post_init__(self):
         if not self.arch:
             raise HpmlError("model=timm needs model.arch=<name> (`hpml list models --source timm` lists them)")
+        if self.weights and not Path(self.weights).expanduser().is_file():  # refused before the run starts
+            raise HpmlError(f"model.weights={self.weights}: no such file; timm weights are read from a local file "
+                            f"offline: download {self.arch}'s model.safetensors (Hugging Face hub) and give its path")
 
     def describe_build(self) -> str:
         return f"timm model {self.arch}"
@@ -53,9 +56,6 @@ def build_timm(cfg: TimmConfig) -> nn.Module:
     kwargs = {"num_classes": cfg.num_classes, "in_chans": cfg.in_channels, **cfg.kwargs}
     if cfg.weights:
         file = Path(cfg.weights).expanduser()
-        if not file.is_file():
-            raise HpmlError(f"model.weights={cfg.weights}: no such file; timm weights are read from a local file "
-                            f"offline: download {cfg.arch}'s model.safetensors (Hugging Face hub) and give its path")
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(file)})
     try:
         return timm.create_model(cfg.arch, **kwargs)

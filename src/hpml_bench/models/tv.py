@@ -28,6 +28,14 @@ class TorchvisionConfig(SourceConfig):
     def describe_build(self) -> str:
         return f"torchvision model {self.arch}"
 
+    def inspected(self, dataset) -> "TorchvisionConfig":
+        if self.weights and not self.weights_file() and self.arch in archs():  # a weights name: refused before the run
+            import torchvision.models as tvm
+            from hpml_bench.models.pretrained import named_weights
+
+            named_weights(tvm.get_model_weights(self.arch), self.weights)
+        return super().inspected(dataset)
+
     def build(self) -> nn.Module:
         return build_torchvision(self)
 

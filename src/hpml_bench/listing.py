@@ -15,32 +15,38 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from hpml_bench import config_dirs
 from hpml_bench.errors import HpmlError
 from hpml_bench.registry import unknown_choice
 from hpml_bench.ui import make_console
 
 # config.py defines the same folder, but importing it pulls in torch and Hydra (seconds).
-CONF_DIR = Path(__file__).parent / "conf"
+CONF_DIR = config_dirs.HPML_CONF
 TABLE_FILE = Path(__file__).parent / "model_table.py"
 # model= choices that build outside models (models/source.py): listed by source, not in the table.
 # name -> the package whose architectures they offer (None: the user's own code).
 SOURCES = {"torchvision": "torchvision", "timm": "timm", "custom": None}
 _GROUPS = {"models": "model", "datasets": "dataset", "strategies": "strategy", "optimizers": "optimizer",
-           "schedulers": "scheduler", "loggers": "logger", "profilers": "profiler", "benches": "bench"}
+           "schedulers": "scheduler", "loggers": "logger", "profilers": "profiler", "benches": "bench",
+           "experiments": "experiment", "slurm": "slurm"}
 
 
 def group_choices(group: str) -> list[str]:
-    """The config names a group offers (conf/<group>/*.yaml)."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    """The config names a group offers (<folder>/<group>/*.yaml, the user's folder and hpml's)."""
+    return config_dirs.group_choices(group)
 
 
 def describe(group: str, name: str) -> str:
-    """The first comment line of conf/<group>/<name>.yaml."""
-    first = (CONF_DIR / group / f"{name}.yaml").read_text().splitlines()[0]
-    return escape(first.lstrip("# ").strip()) if first.startswith("#") else ""  # rich would eat [extras]
+    """The first comment line of <folder>/<group>/<name>.yaml; `(yours)` for the user's own."""
+    path = config_dirs.find_config(group, name)
+    # an experiment's first line is Hydra's `# @package _global_`; its description follows
+    lines = [l for l in path.read_text().splitlines() if not l.startswith("# @package")] or [""]
+    text = escape(lines[0].lstrip("# ").strip()) if lines[0].startswith("#") else ""  # rich would eat [extras]
+    return f"(yours) {text}".strip() if config_dirs.is_users(path) else text
 
 
 def builtin_models() -> list[str]:
+    """The model choices of the table (the outside sources get their own rows)."""
     return [name for name in group_choices("model") if name not in SOURCES]
 
 
@@ -53,7 +59,11 @@ def print_listing(what: str, options: list[str] = ()) -> None:
     if "--source" in flags:
         console.print(_source_table(flags["--source"], flags.get("--filter", "*")))
         return
-    console.print(_model_table() if group == "model" else _group_table(group))
+    table = _model_table() if group == "model" else _group_table(group)
+    user = config_dirs.user_conf_dir()
+    if user is not None:
+        table.caption = f"(yours): from {user}, searched before hpml's own"
+    console.print(table)
     if group == "model":
         console.print(_sources_table())
 
@@ -134,7 +144,14 @@ def _model_table() -> Table:
     for column in ("name", "task", "input", "accepts", "parameters", "what it is"):
         table.add_column(column, justify="right" if column == "parameters" else "left")
     for name in builtin_models():
-        facts = MODEL_FACTS.get(name) or model_facts(name)  # a model added since the table was written
+        path = config_dirs.find_config("model", name)
+        # The table holds hpml's own models; a user's model (or one added since) is built here.
+        facts = None if config_dirs.is_users(path) else MODEL_FACTS.get(name)
+        try:
+            facts = facts or model_facts(name)
+        except HpmlError as exc:  # one broken user model must not hide the others
+            table.add_row(name, "?", "?", "?", "?", f"error: {exc}")
+            continue
         size = facts["input_size"]
         table.add_row(name, facts["task"], f"{size}x{size}", facts["accepts"], f"{facts['parameters']:,}", describe("model", name))
     return table
@@ -150,6 +167,11 @@ def model_facts(name: str) -> dict:
     from hpml_bench.models.factory import model_config
 
     cfg = model_config(name)
+    if cfg.task == "auto":  # an outside model (a user's conf/model/mynet.yaml): probe it at its own defaults
+        from types import SimpleNamespace
+
+        data = SimpleNamespace(channels=cfg.in_channels or 3, num_classes=cfg.num_classes or 2, image_size=cfg.input_size)
+        cfg = cfg.inspected(data)
     with torch.device("meta"):
         params = count_parameters(build_model_from_config(cfg))
     accepts = "the data's size" if cfg.input_follows_data else input_rule(cfg).replace("at least", ">=")
@@ -157,8 +179,9 @@ def model_facts(name: str) -> dict:
 
 
 def write_table() -> None:
-    """Regenerate model_table.py from every conf/model/*.yaml."""
-    facts = {name: model_facts(name) for name in builtin_models()}
+    """Regenerate model_table.py from every model of hpml's own conf/model/."""
+    facts = {name: model_facts(name) for name in sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+             if name not in SOURCES}
     sources = {name: {"version": metadata.version(package), "archs": len(source_archs(name))}
                for name, package in SOURCES.items() if package}
     lines = ['"""Generated by `python -m hpml_bench.listing --write-table`: what `hpml list models` shows,',

@@ -25,6 +25,7 @@ commands:
   report  one table (markdown + CSV) and plots over run folders, a multirun folder or a bench folder
           e.g. hpml report runs/multirun/2026-11-24_10-00-00 --baseline runs/multirun/2026-11-24_10-00-00/0
   list    list registered choices: hpml list models|datasets|strategies|optimizers|schedulers|loggers|profilers|benches|experiments|slurm
+          (hpml list models --source torchvision|timm [--filter '*convnext*'] lists outside architectures)
   init    write a starter project (conf/ with your model, data set, experiment, bench; mynet.py): hpml init [DIR]
   export  write a checked deployment artifact from a run: hpml export run=runs/<id> format=torchscript|aoti|exported|onnx|int8
   predict classify (or segment) image files with a run's model: hpml predict run=runs/<id> images=<file|folder> [format=aoti]
@@ -104,7 +105,7 @@ def list_command(args: list[str]) -> int:
     from hpml_bench.listing import print_listing
 
     what = args[0] if args else "models"
-    print_listing(what)
+    print_listing(what, args[1:])  # hpml list models --source timm --filter '*convnext*'
     return 0
 
 

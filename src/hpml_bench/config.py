@@ -54,6 +54,7 @@ class TrainConfig:
     run_dir: str = "runs/${oc.env:HPML_RUN_ID,${now:%Y-%m-%d_%H-%M-%S}}"
 
     def __post_init__(self):
+        self.model = self.model.inspected(self.dataset)  # an outside model's task and input limits
         self.task = self.model.task if self.task == "auto" else self.task
         if self.task not in TASKS:
             raise unknown_choice("task", self.task, TASKS.names())

@@ -18,3 +18,9 @@ MODEL_FACTS = {
     'unet': {'task': 'segmentation', 'input_size': 256, 'accepts': '>= 16 and divisible by 16', 'parameters': 34527106},
     'unet_tiny': {'task': 'segmentation', 'input_size': 32, 'accepts': '>= 16 and divisible by 16', 'parameters': 541938},
 }
+
+# architectures each source offered at the version that wrote this table
+SOURCE_FACTS = {
+    'torchvision': {'version': '0.29.1', 'archs': 86},
+    'timm': {'version': '1.0.31', 'archs': 1371},
+}

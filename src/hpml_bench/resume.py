@@ -27,6 +27,11 @@ def with_resumed_overrides(args: list[str]) -> list[str]:
     use_run_config_dir(Path(resume))  # the user's config folder it was started with
     given = {_key(a) for a in args}
     saved = [str(o) for o in OmegaConf.load(saved_file) if _key(str(o)) not in given]
+    from hpml_bench.models.provenance import recorded_file
+
+    code = recorded_file(Path(resume))  # model=custom: import the file it trained with, from any folder
+    if code is not None and "model.path" not in given:
+        saved.append(f"model.path={code}")
     return saved + args
 
 

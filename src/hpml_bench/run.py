@@ -19,6 +19,7 @@ from hpml_bench.data import build_loaders
 from hpml_bench.errors import HpmlError
 from hpml_bench.flops import measure as measure_flops
 from hpml_bench.models import build_model_from_config, count_parameters
+from hpml_bench.models.provenance import record_model_source
 from hpml_bench.preempt import StopRequest, finish_stopped_run, restart_resume
 from hpml_bench.optim import build_optimizer, build_scheduler
 from hpml_bench.config_dirs import record_config_dir
@@ -47,6 +48,7 @@ def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), cho
             _resume(trainer, strategy, checkpoint)
         if strategy.is_main:
             _write_config(dcfg, run_dir, overrides)
+            record_model_source(run_dir, cfg.model)
         stop.install()  # only now: a signal during start-up still ends the process at once
         history = trainer.fit()
         if trainer.stopped_at:

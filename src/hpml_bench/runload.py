@@ -89,6 +89,7 @@ def load_config(run_dir: Path, dataset_overrides: Sequence[str] = ()):
     dropped: the checkpoint holds every weight (no pretrained file or download, nothing frozen)."""
     from hpml_bench.config import compose_train, config_error_line, to_train_config
     from hpml_bench.config_dirs import run_config_dir
+    from hpml_bench.models.provenance import with_recorded_source
 
     if not (run_dir / CONFIG).is_file():
         raise HpmlError(f"run={run_dir}: no {CONFIG} there; give the run folder an hpml train wrote")
@@ -100,6 +101,7 @@ def load_config(run_dir: Path, dataset_overrides: Sequence[str] = ()):
         with run_config_dir(run_dir):  # its groups (model=mynet ...) from the user's folder it was trained with
             dcfg = OmegaConf.merge(compose_train(overrides), OmegaConf.load(run_dir / CONFIG),
                                    OmegaConf.from_dotlist(list(dataset_overrides)))
+        dcfg = with_recorded_source(run_dir, dcfg)  # a model from the user's code: the file it trained with
     except HpmlError:
         raise
     except Exception as exc:

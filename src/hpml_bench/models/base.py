@@ -49,13 +49,23 @@ class ModelConfig:
             in_channels=self.in_channels or self.default_in_channels,
         )
 
+    def inspected(self, dataset) -> "ModelConfig":
+        """A copy whose task and input limits are known before the run (built-ins declare
+        them in their class; models/source.py probes the outside ones)."""
+        return self
+
+    def weights_file(self) -> Optional[str]:
+        """The state_dict file build_model_from_config loads after building, if any."""
+        is_file = self.weights and Path(self.weights).suffix in (".pt", ".pth", ".bin", ".ckpt")
+        return self.weights if is_file else None
+
 
 def build_model_from_config(cfg: ModelConfig) -> nn.Module:
     """Build the registered model named by `cfg.name`, then apply weights and freezing."""
     cfg = cfg.resolved()
     model = MODELS.get(cfg.name)(cfg)
-    if cfg.weights and Path(cfg.weights).suffix in (".pt", ".pth", ".bin", ".ckpt"):
-        load_local_weights(model, cfg.weights)
+    if cfg.weights_file():
+        load_local_weights(model, cfg.weights_file())
     if cfg.freeze_backbone:
         freeze_all_but(model, head_of(model))
     return model
@@ -104,10 +114,14 @@ def _without_resized_head(model: nn.Module, state: dict, path: str) -> dict:
 
 def head_of(model: nn.Module) -> nn.Module:
     """The classifier that stays trainable under freeze_backbone (models name it `head`/`fc`)."""
+    declared = getattr(model, "declared_head", None)  # model.head=<name> of an outside model
+    if declared:
+        return model.get_submodule(declared)
     for name in ("head", "fc", "classifier"):
         if isinstance(getattr(model, name, None), nn.Module):
             return getattr(model, name)
-    raise HpmlError(f"model.freeze_backbone=true: {type(model).__name__} has no head/fc to keep trainable")
+    raise HpmlError(f"model.freeze_backbone=true: {type(model).__name__} has no head/fc to keep trainable; "
+                   f"declare it with model.head=<module name>")
 
 
 def freeze_all_but(model: nn.Module, keep: nn.Module) -> None:
@@ -125,5 +139,6 @@ def split_points(model: nn.Module) -> list[nn.Module]:
     """The ordered stage modules a pipeline may cut between (models define `pipeline_stages`)."""
     stages = getattr(model, "pipeline_stages", None)
     if stages is None:
-        raise HpmlError(f"{type(model).__name__} declares no pipeline split points; use another strategy")
+        raise HpmlError(f"{type(model).__name__} declares no pipeline split points; use another strategy "
+                        f"(or, for model=custom/torchvision/timm, declare model.split_after=[<module names>])")
     return list(stages())

@@ -1,0 +1,74 @@
+"""Which export formats take which outside models: torchvision / timm / custom x every format.
+
+Each model gets a run folder with random weights (tests/deploy_helpers.make_run: no training),
+then `hpml export` per format; a refused format gives its one-line reason. Writes a markdown
+table to stdout. Run from the repository root:
+    PYTHONPATH=src:tests python benchmarks/outside_models_export.py /tmp/outside_export
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import time
+from pathlib import Path
+
+from deploy_helpers import make_run
+
+from hpml_bench.cli import main
+
+MYNET = '''
+import torch
+from torch import nn
+
+class MyNet(nn.Module):
+    def __init__(self, num_classes, in_channels=3, width=8):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.head = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.body(self.features(x)), 1))
+'''
+COMMON = ["dataset.num_train=32", "dataset.num_val=16", "dataset.batch_size=8", "dataset.image_size=16"]
+MODELS = {
+    "custom mynet:MyNet": ["model=custom", "model.target=mynet:MyNet"],
+    "timm test_resnet": ["model=timm", "model.arch=test_resnet"],
+    "timm test_efficientnet": ["model=timm", "model.arch=test_efficientnet"],
+    "timm test_convnext": ["model=timm", "model.arch=test_convnext"],
+    "timm test_vit": ["model=timm", "model.arch=test_vit"],
+    "torchvision mobilenet_v3_small": ["model=torchvision", "model.arch=mobilenet_v3_small"],
+    "torchvision squeezenet1_1": ["model=torchvision", "model.arch=squeezenet1_1", "dataset.image_size=32"],
+    "torchvision lraspp_mobilenet_v3_large (seg)": ["model=torchvision", "model.arch=lraspp_mobilenet_v3_large",
+                                                    "dataset=synthetic"],
+}
+FORMATS = ["torchscript", "exported", "aoti", "onnx", "int8"]
+
+
+def export(run: Path, fmt: str) -> str:
+    err, out = io.StringIO(), io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        rc = main(["export", f"run={run}", f"format={fmt}"])
+    if rc == 0:
+        return f"ok ({time.perf_counter() - start:.0f} s)"
+    return "no: " + err.getvalue().strip().splitlines()[-1].removeprefix("error: ").replace("|", "/")[:160]
+
+
+def main_() -> None:
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "outside_export").resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "mynet.py").write_text(MYNET)
+    os.chdir(root)
+    print("| model | " + " | ".join(FORMATS) + " |")
+    print("|---" * (len(FORMATS) + 1) + "|")
+    for i, (name, overrides) in enumerate(MODELS.items()):
+        run = make_run(root / f"run{i}", [*COMMON, *overrides])
+        cells = [export(run, fmt) for fmt in FORMATS]
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main_()

@@ -27,6 +27,9 @@ commands:
   list    list registered choices: hpml list models|datasets|strategies|optimizers|schedulers|loggers|profilers|benches
   export  write a checked deployment artifact from a run: hpml export run=runs/<id> format=torchscript|aoti|exported|onnx|int8
   predict classify (or segment) image files with a run's model: hpml predict run=runs/<id> images=<file|folder> [format=aoti]
+  version hpml, Python, torch, CUDA and the optional extras installed (paste it into a bug report)
+
+`hpml --version` prints hpml's version alone.
 
 `hpml train --help` lists the config groups and every key with its default.
 Errors print one line and exit with code 2; HPML_DEBUG=1 shows the traceback."""
@@ -41,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
+    if argv[0] in ("--version", "-V"):
+        print(f"hpml {package_version()}")
+        return 0
     command, rest = argv[0], argv[1:]
+    if command in _SHORT_HELP and ("--help" in rest or "-h" in rest):
+        print(_SHORT_HELP[command])
+        return 0
     try:
         if command not in COMMANDS:
             raise unknown_choice("command", command, COMMANDS)
@@ -94,6 +103,35 @@ def list_command(args: list[str]) -> int:
     return 0
 
 
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hpml-bench")
+    except PackageNotFoundError:  # run from a source tree that was never pip-installed
+        return "unknown (not installed)"
+
+
+def version_command(args: list[str]) -> int:
+    from hpml_bench.versions import environment_report
+
+    print(environment_report(package_version()))
+    return 0
+
+
+# --help of the commands that take only overrides or a name (the others print their own).
+_SHORT_HELP = {
+    "prepare": "hpml prepare dataset=<on-disk data set> dataset.root=<folder> [task=classification|segmentation] "
+               "[dataset.key=value ...]\ndecodes and resizes the images once into a uint8 cache "
+               "(<root>/.hpml-cache, or dataset.cache_dir); train from it with dataset.cache=true.",
+    "list": "hpml list models|datasets|strategies|optimizers|schedulers|loggers|profilers|benches\n"
+            "prints the registered choices of a group (models: task, input size, accepted sizes, parameters).",
+    "bench": "hpml bench bench=<name | file.yaml> [bench.scale=full|smoke] [bench.repeats=N] [bench.out_dir=DIR] "
+             "[train overrides ...]\nruns every cell of the bench matrix as its own `hpml train`, then writes "
+             "bench.csv, results.md and plots; see `hpml list benches`.",
+    "version": "hpml version\nprints hpml, Python, torch, CUDA and the optional extras installed.",
+}
+
 # Each command is its own module, imported only when run (so `hpml list` stays fast):
 # name -> "module:function", the function taking the remaining arguments and returning the exit code.
 COMMANDS = {
@@ -106,6 +144,7 @@ COMMANDS = {
     "report": "hpml_bench.bench.report:report_command",
     "export": "hpml_bench.deploy.export:export_command",
     "predict": "hpml_bench.deploy.predict:predict_command",
+    "version": "hpml_bench.cli:version_command",
 }
 
 

@@ -14,9 +14,9 @@ class SyntheticConfig(DatasetConfig):
     name: str = "synthetic"
     num_classes: int = 10
     native_size: int = 64
-    num_train: int = 1024
-    num_val: int = 256
-    seed: int = 0
+    num_train: int = 1024  # random training tensors
+    num_val: int = 256  # random validation tensors
+    seed: int = 0  # the generator's seed
 
 
 class RandomTensors(Dataset):

@@ -229,9 +229,50 @@ def commands_page() -> str:
     return "".join(parts).rstrip() + "\n"
 
 
+def error_messages() -> list[tuple[str, str]]:
+    """(module, message) for every `HpmlError(...)` raised in the package, f-string fields as <...>."""
+    import ast
+
+    root = Path(__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "HpmlError"
+                    and node.args):
+                message = _literal(node.args[0])
+                if message:
+                    found.append((str(path.relative_to(root.parent)), message))
+    return found
+
+
+def _literal(node) -> str:
+    import ast
+
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(v.value if isinstance(v, ast.Constant) else f"<{ast.unparse(v.value)}>" for v in node.values)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _literal(node.left) + _literal(node.right)
+    return ""
+
+
+def errors_page() -> str:
+    parts = [HEADER, "# Error messages\n\n",
+             "Every one-line error hpml raises (`error: ...`, exit code 2), read from the code; `<...>` is "
+             "filled in from your command line. Each names its fix; [Troubleshooting](../troubleshooting.md) "
+             "explains the common ones. `HPML_DEBUG=1` shows the traceback behind a line.\n\n"]
+    by_module: dict[str, list[str]] = {}
+    for module, message in error_messages():
+        by_module.setdefault(module, []).append(message)
+    for module, messages in by_module.items():
+        parts.append(f"## `{module}`\n\n" + "".join(f"- `{m.replace('`', chr(39))}`\n" for m in dict.fromkeys(messages)) + "\n")
+    return "".join(parts).rstrip() + "\n"
+
+
 def pages() -> dict[str, str]:
     """file name under docs/reference/ -> its generated markdown."""
-    return {"config.md": config_page(), "commands.md": commands_page()}
+    return {"config.md": config_page(), "commands.md": commands_page(), "errors.md": errors_page()}
 
 
 def main(argv: list[str] | None = None) -> int:

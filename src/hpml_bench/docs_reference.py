@@ -60,7 +60,7 @@ def _show(value: Any) -> str:
     if value == "":
         return '`""`'
     if isinstance(value, (list, dict)):
-        value = OmegaConf.to_yaml(OmegaConf.create({"v": value})).strip()[3:].replace("\n", " ")
+        value = _plain(value)
         value = value if len(value) < 60 else value[:57] + "..."
     return _code(value)
 
@@ -109,8 +109,16 @@ def _flat(data: Any, prefix: str = "") -> list[str]:
 
 
 def _plain(value: Any) -> str:
-    """A value as YAML writes it (true, null, [1, 2]), not as Python's repr."""
-    return OmegaConf.to_yaml(OmegaConf.create({"v": value})).strip()[3:].replace("\n", " ").strip()
+    """A value as one types it on the command line (true, null, [1, 2]), not Python's repr."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_plain(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_plain(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 def group_schemas(group: str) -> dict[str, type]:

@@ -48,7 +48,11 @@ def _cell(value: Any) -> str:
 
 def _code(value: Any) -> str:
     """Inline code inside a table cell: only the pipe needs escaping there."""
-    return "`" + str(value).replace("|", "\\|").replace("\n", " ") + "`"
+    text = str(value).replace("\n", " ")
+    if "|" not in text:
+        return f"`{text}`"
+    # a pipe inside backticks would end the table cell, and an escaped one shows its backslash
+    return "<code>" + text.replace("&", "&amp;").replace("<", "&lt;").replace("|", "&#124;") + "</code>"
 
 
 def _show(value: Any) -> str:

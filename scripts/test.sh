@@ -2,6 +2,6 @@
 # Install hpml with its test extras into .venv, then run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS=test,all bash scripts/install.sh
+EXTRAS=test,all,docs bash scripts/install.sh
 export WANDB_MODE=offline WANDB_SILENT=true
 exec .venv/bin/python -m pytest -q "$@"

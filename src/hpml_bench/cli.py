@@ -31,6 +31,9 @@ commands:
   predict classify (or segment) image files with a run's model: hpml predict run=runs/<id> images=<file|folder> [format=aoti]
   eval    score a run (or an exported artifact) on a split, into <run>/eval/ (JSON, markdown, confusion PNG)
           e.g. hpml eval run=runs/<id> split=test format=int8   (dataset.root=<folder>: another folder)
+  version hpml, Python, torch, CUDA and the optional extras installed (paste it into a bug report)
+
+`hpml --version` prints hpml's version alone.
 
 `hpml train --help` lists the config groups and every key with its default.
 Your own configs: ./conf/<group>/<name>.yaml (or --config-dir DIR, or $HPML_CONFIG_DIR) is searched
@@ -46,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
+        return 0
+    if argv[0] in ("--version", "-V"):
+        print(f"hpml {package_version()}")
+        return 0
+    if argv[0] in _SHORT_HELP and ("--help" in argv[1:] or "-h" in argv[1:]):
+        print(_SHORT_HELP[argv[0]])
         return 0
     from hpml_bench.config_dirs import pinned_config_dir
 
@@ -109,6 +118,36 @@ def list_command(args: list[str]) -> int:
     return 0
 
 
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hpml-bench")
+    except PackageNotFoundError:  # run from a source tree that was never pip-installed
+        return "unknown (not installed)"
+
+
+def version_command(args: list[str]) -> int:
+    from hpml_bench.versions import environment_report
+
+    print(environment_report(package_version()))
+    return 0
+
+
+# --help of the commands that take only overrides or a name (the others print their own).
+_SHORT_HELP = {
+    "prepare": "hpml prepare dataset=<on-disk data set> dataset.root=<folder> [task=classification|segmentation] "
+               "[dataset.key=value ...]\ndecodes and resizes the images once into a uint8 cache "
+               "(<root>/.hpml-cache, or dataset.cache_dir); train from it with dataset.cache=true.",
+    "list": "hpml list models|datasets|strategies|optimizers|schedulers|loggers|profilers|benches|experiments|slurm\n"
+            "prints the choices of a group, yours from ./conf marked (models: task, input size, accepted sizes, "
+            "parameters);\nhpml list models --source torchvision|timm [--filter '*convnext*'] lists outside architectures.",
+    "bench": "hpml bench bench=<name | file.yaml> [bench.scale=full|smoke] [bench.repeats=N] [bench.out_dir=DIR] "
+             "[train overrides ...]\nruns every cell of the bench matrix as its own `hpml train`, then writes "
+             "bench.csv, results.md and plots; see `hpml list benches`.",
+    "version": "hpml version\nprints hpml, Python, torch, CUDA and the optional extras installed.",
+}
+
 # Each command is its own module, imported only when run (so `hpml list` stays fast):
 # name -> "module:function", the function taking the remaining arguments and returning the exit code.
 COMMANDS = {
@@ -123,6 +162,7 @@ COMMANDS = {
     "predict": "hpml_bench.deploy.predict:predict_command",
     "init": "hpml_bench.init_project:init_command",
     "eval": "hpml_bench.eval.command:eval_command",
+    "version": "hpml_bench.cli:version_command",
 }
 
 

@@ -40,18 +40,18 @@ CHOICE_GROUPS = (*GROUPS, "experiment")
 
 @dataclass
 class TrainConfig:
-    model: Any = MISSING
-    dataset: Any = MISSING
-    strategy: Any = MISSING
-    optimizer: OptimizerConfig = MISSING
-    scheduler: SchedulerConfig = MISSING
-    trainer: TrainerConfig = MISSING
-    logger: LoggerConfig = MISSING
-    profiler: ProfilerConfig = MISSING
+    model: Any = MISSING  # the model group (model=<choice>)
+    dataset: Any = MISSING  # the data set group (dataset=<choice>)
+    strategy: Any = MISSING  # the strategy group (strategy=<choice>)
+    optimizer: OptimizerConfig = MISSING  # the optimizer group (optimizer=<choice>)
+    scheduler: SchedulerConfig = MISSING  # the learning-rate schedule group (scheduler=<choice>)
+    trainer: TrainerConfig = MISSING  # the training-loop group
+    logger: LoggerConfig = MISSING  # the logger group (logger=<choice>)
+    profiler: ProfilerConfig = MISSING  # the profiler group (profiler=<choice>)
     task: str = "auto"  # auto = the model's task; classification | segmentation
     device: str = "auto"  # auto | cpu | cuda
     resume: Optional[str] = None  # a run folder to continue from its last checkpoint
-    run_dir: str = "runs/${oc.env:HPML_RUN_ID,${now:%Y-%m-%d_%H-%M-%S}}"
+    run_dir: str = "runs/${oc.env:HPML_RUN_ID,${now:%Y-%m-%d_%H-%M-%S}}"  # the run folder; default runs/<time>, or runs/$HPML_RUN_ID
 
     def __post_init__(self):
         self.model = self.model.inspected(self.dataset)  # an outside model's task and input limits

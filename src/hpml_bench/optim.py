@@ -16,13 +16,13 @@ SCHEDULERS: Registry = Registry("scheduler")
 
 @dataclass
 class OptimizerConfig:
-    name: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    name: str = "adamw"  # adamw | adam | sgd (set by the optimizer=<choice> file)
+    lr: float = 1e-3  # learning rate (peak, after warm-up)
+    weight_decay: float = 0.0  # L2 penalty (decoupled for adamw)
     momentum: float = 0.9  # sgd
     nesterov: bool = False  # sgd
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw
-    eps: float = 1e-8
+    eps: float = 1e-8  # Adam's denominator term
     # Linear scaling rule (lr x world size), as the seeds' DDP runs did.
     scale_lr_with_world_size: bool = False
     # Fine-tuning: the pretrained backbone learns at lr x this, the head at lr.
@@ -35,7 +35,7 @@ class OptimizerConfig:
 
 @dataclass
 class SchedulerConfig:
-    name: str = "cosine"
+    name: str = "cosine"  # cosine | constant (set by the scheduler=<choice> file)
     warmup_epochs: float = 0.0  # linear warm-up from ~0 to lr, then the schedule
     min_lr_ratio: float = 0.0  # cosine ends at lr x min_lr_ratio
 

@@ -25,18 +25,18 @@ RANK_COLUMNS = ("data_s", "train_s", "run_s", "samples", "mem_peak_gib")
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 4
+    epochs: int = 4  # training epochs
     # Leading epochs marked warm-up and left out of summary means and speedups.
     warmup_epochs: int = 1
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16: CUDA only, with GradScaler)
-    channels_last: bool = False
+    channels_last: bool = False  # NHWC memory format for model and batches (faster convs on GPUs)
     # torch.compile after the strategy wraps the model: off | default | reduce-overhead (CUDA
     # graphs: launch-bound small steps) | max-autotune; true/false are aliases of default/off.
     compile: str = "off"
-    grad_accum_steps: int = 1
-    grad_clip_norm: Optional[float] = None
-    seed: int = 0
-    deterministic: bool = False
+    grad_accum_steps: int = 1  # batches whose gradients add up before one optimizer step
+    grad_clip_norm: Optional[float] = None  # clip the gradients' total norm to this; null: no clipping
+    seed: int = 0  # seeds Python, NumPy and torch (and the samplers)
+    deterministic: bool = False  # deterministic algorithms only (slower; some ops refuse)
     # exact: synchronize the device at the end of every step (host clock counts GPU work);
     # events: CUDA events around each step, one synchronize per epoch (less perturbation).
     timing: str = "exact"
@@ -48,7 +48,7 @@ class TrainerConfig:
     # Ctrl-C checkpoint without requeueing). Several ranks agree on stopping every N steps
     # (one 1-float all-reduce, ~0.5 ms over gloo here); one process checks a flag every step.
     requeue_signal: str = "USR1"
-    stop_check_every: int = 10
+    stop_check_every: int = 10  # steps between the ranks' stop-request agreement (see requeue_signal)
     # With model.freeze_backbone: the (1-based) epoch from which the backbone trains too.
     unfreeze_at_epoch: Optional[int] = None
     # Peak dense TFLOP/s of one device for MFU; null = hpml's table of GPUs (none on CPU).

@@ -43,8 +43,8 @@ class BenchScale:
 
 @dataclass
 class BenchConfig:
-    name: str = MISSING
-    description: str = ""
+    name: str = MISSING  # the bench (set by the bench=<choice> file)
+    description: str = ""  # one line: what the bench reproduces
     needs: str = ""  # what the full form needs (GPUs, data), shown by the README and at start
     scale: str = "full"  # full | smoke
     repeats: Optional[int] = None  # overrides the form's repeats

@@ -28,10 +28,10 @@ _WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 @dataclass
 class LoggerConfig:
-    tensorboard: bool = False
-    wandb: bool = False
-    wandb_project: str = "hpml"
-    wandb_entity: Optional[str] = None
+    tensorboard: bool = False  # write TensorBoard events under <run>/tb
+    wandb: bool = False  # log to Weights & Biases under <run>/wandb
+    wandb_project: str = "hpml"  # W&B project
+    wandb_entity: Optional[str] = None  # W&B team or user; null: the account's default
     # auto: online when W&B credentials are present (WANDB_API_KEY or a netrc login), else offline
     # (logs under <run>/wandb; `wandb sync` uploads them later). WANDB_MODE, when set, wins over auto.
     wandb_mode: str = "auto"

@@ -34,17 +34,17 @@ class ProfilerConfig:
     name: str = "none"  # none | torch
     # The window: skip_first steps (start-up), then `repeat` cycles of wait / warmup / active steps.
     skip_first: int = 5
-    wait: int = 1
-    warmup: int = 1
-    active: int = 3
+    wait: int = 1  # steps idle at the start of each cycle
+    warmup: int = 1  # steps profiled but discarded (warm-up)
+    active: int = 3  # steps recorded per cycle
     repeat: int = 1  # 0 = keep cycling for the whole run (traces grow without bound)
-    record_shapes: bool = False
-    profile_memory: bool = False
-    with_stack: bool = False
+    record_shapes: bool = False  # record operator input shapes (bigger traces)
+    profile_memory: bool = False  # record tensor allocations
+    with_stack: bool = False  # record Python stacks (much bigger traces)
     top_operators: int = 25  # rows of <run>/traces/rank<r>_top_ops.txt
     # CUDA only: record the allocator's history and dump a snapshot for pytorch.org/memory_viz.
     memory_snapshot: bool = False
-    memory_snapshot_max_entries: int = 100000
+    memory_snapshot_max_entries: int = 100000  # allocator events kept for the memory snapshot
 
     def __post_init__(self):
         if self.name not in ("none", "torch"):

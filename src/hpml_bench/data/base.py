@@ -27,26 +27,26 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class DatasetConfig:
     """Fields every data set has: what it holds and how it is loaded."""
 
-    name: str = "???"
-    root: Optional[str] = None
+    name: str = "???"  # the registered data set (set by the dataset=<choice> file)
+    root: Optional[str] = None  # folder the data set is read from (on-disk sets; cifar10 downloads into it)
     num_classes: int = 10  # image labels
     mask_classes: int = 2  # per-pixel classes, for task=segmentation
-    channels: int = 3
+    channels: int = 3  # image channels (3 RGB, 1 grey)
     # auto: native_size when the model accepts it, else the model's input size; or pixels.
     image_size: Any = "auto"
     native_size: int = 32  # the data set's own image side
     # Per-rank batch; the global batch is batch_size x world size.
     batch_size: int = 64
-    val_batch_size: Optional[int] = None
-    num_workers: int = 0
-    pin_memory: bool = False
-    persistent_workers: bool = False
+    val_batch_size: Optional[int] = None  # null: batch_size
+    num_workers: int = 0  # DataLoader worker processes (0: load in the main process)
+    pin_memory: bool = False  # page-locked host batches (faster copies to a GPU)
+    persistent_workers: bool = False  # keep workers alive between epochs
     # How workers start: auto (the strategy's: forkserver when distributed, else fork),
     # fork, forkserver or spawn.
     worker_start: str = "auto"
-    prefetch_factor: Optional[int] = None
-    drop_last: bool = False
-    augment: bool = True
+    prefetch_factor: Optional[int] = None  # batches each worker loads ahead; null: PyTorch's default
+    drop_last: bool = False  # drop the last incomplete training batch
+    augment: bool = True  # random flips (and crops where set) on the training split
 
     # What `hpml prepare` caches when no task= is given.
     default_task: ClassVar[str] = "classification"

@@ -22,7 +22,7 @@ class Cifar10Config(DatasetConfig):
     root: str = "data/cifar10"
     num_classes: int = 10
     native_size: int = 32
-    download: bool = True
+    download: bool = True  # download with torchvision when root is empty (needs the network)
 
     def class_names(self, task: str):
         return list(CIFAR10_CLASSES)

@@ -21,14 +21,14 @@ class CsvImagesConfig(FileDatasetConfig):
     name: str = "csv_images"
     train_csv: str = "labels.csv"  # relative to root
     val_csv: Optional[str] = None  # null: a seeded val_fraction split of train_csv
-    delimiter: str = ","
-    header: bool = True
+    delimiter: str = ","  # the CSV's separator (' ' for space-delimited lists)
+    header: bool = True  # the first row names the columns
     # Columns by name (header) or by 0-based position (no header).
     path_column: str = "0"
-    label_column: str = "1"
+    label_column: str = "1"  # the label column, by name (header) or 0-based position
     image_dir: str = ""  # relative to root; prefixed to each path
     image_suffix: str = ""  # appended to each path, e.g. ".jpeg"
-    source: str = "a CSV of <image path>,<label> rows"
+    source: str = "a CSV of <image path>,<label> rows"  # where the data comes from (shown by hpml list datasets)
 
 
 def _read_csv(cfg: CsvImagesConfig, root: Path, name: str) -> list[Sample]:

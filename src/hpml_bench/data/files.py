@@ -29,7 +29,7 @@ class FileDatasetConfig(DatasetConfig):
     """On-disk data sets: where they are, how they split, how images are prepared."""
 
     val_fraction: float = 0.1  # when the layout has no validation split of its own
-    split_seed: int = 0
+    split_seed: int = 0  # seed of the val_fraction split
     center_crop: Optional[int] = None  # before resizing, in source pixels
     random_crop_padding: int = 0  # >0: pad-and-random-crop augmentation (CIFAR style)
     on_corrupt: str = "error"  # error | skip (skip counts and reports unreadable images)

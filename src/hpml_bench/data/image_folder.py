@@ -16,9 +16,9 @@ from hpml_bench.errors import HpmlError
 @dataclass
 class ImageFolderConfig(FileDatasetConfig):
     name: str = "image_folder"
-    train_dir: str = "train"
+    train_dir: str = "train"  # training split, relative to root
     val_dir: Optional[str] = "test"  # null or missing: a seeded val_fraction split of train_dir
-    source: str = "any torchvision ImageFolder tree (root/<split>/<class>/<image>)"
+    source: str = "any torchvision ImageFolder tree (root/<split>/<class>/<image>)"  # where the data comes from (shown by hpml list datasets)
 
     def class_names(self, task: str):
         folder = Path(self.root or "") / self.train_dir

@@ -24,10 +24,10 @@ class ShapesConfig(DatasetConfig):
     name: str = "shapes"
     num_classes: int = len(SHAPES)
     native_size: int = 32
-    num_train: int = 1600
-    num_val: int = 400
-    noise_std: float = 0.08
-    seed: int = 1234
+    num_train: int = 1600  # training images generated
+    num_val: int = 400  # validation images generated
+    noise_std: float = 0.08  # Gaussian pixel noise added to each image
+    seed: int = 1234  # the generator's seed (same seed, same images)
 
     def class_names(self, task: str):
         return list(SHAPES) if task == "classification" else None

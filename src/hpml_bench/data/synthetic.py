@@ -26,9 +26,9 @@ class SyntheticConfig(DatasetConfig):
     name: str = "synthetic"
     num_classes: int = 10
     native_size: int = 64
-    num_train: int = 1024
-    num_val: int = 256
-    seed: int = 0
+    num_train: int = 1024  # random training tensors
+    num_val: int = 256  # random validation tensors
+    seed: int = 0  # the generator's seed
     # device: batches made and gathered on the training device (no loader, no copy); host: in host memory, through the DataLoader
     synthetic_on: str = "device"
 

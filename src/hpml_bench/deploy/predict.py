@@ -20,13 +20,13 @@ from hpml_bench.errors import HpmlError
 
 @dataclass
 class PredictConfig:
-    run: str = ""
+    run: str = ""  # the run folder
     images: str = ""  # an image file or a folder of images
     format: str = "eager"  # eager (the checkpoint) or an exported format
-    checkpoint: str = "best"
-    topk: int = 3
+    checkpoint: str = "best"  # best | last
+    topk: int = 3  # classes printed per image
     out: str = "predictions"  # where segmentation masks are written
-    threads: Optional[int] = None
+    threads: Optional[int] = None  # torch CPU threads (null = torch's default)
 
 
 def predict_command(args: list[str]) -> int:

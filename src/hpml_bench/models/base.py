@@ -19,16 +19,16 @@ MODELS: Registry = Registry("model")
 class ModelConfig:
     """Fields every model has. `None` for classes/channels means: take them from the data set."""
 
-    name: str = "???"
-    num_classes: Optional[int] = None
-    in_channels: Optional[int] = None
+    name: str = "???"  # the registered architecture (set by the model=<choice> file)
+    num_classes: Optional[int] = None  # null: taken from the data set (its classes, or mask classes for segmentation)
+    in_channels: Optional[int] = None  # null: taken from the data set's image channels
     # A local file (state_dict, loaded with weights_only=True) or a torchvision weights
     # name such as IMAGENET1K_V1 (downloaded, so online only); null = random init.
     weights: Optional[str] = None
-    freeze_backbone: bool = False
+    freeze_backbone: bool = False  # train only the head (fc / classifier); the rest keeps its weights
     # The input size the model was designed for: what `hpml list models` shows.
     input_size: int = 224
-    task: str = "classification"
+    task: str = "classification"  # classification | segmentation: what the model's output is scored as
 
     # What the architecture accepts (dataset.image_size is checked against them before a run):
     # the smallest square side, and what the side must divide by (encoder-decoders).

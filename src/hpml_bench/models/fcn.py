@@ -31,7 +31,7 @@ class FCNConfig(ModelConfig):
     task: str = "segmentation"
     input_size: int = 256
     width_divisor: int = 1  # >1 narrows the backbone (tiny variants; no pretrained weights)
-    seed_score_layers: bool = False
+    seed_score_layers: bool = False  # add the seed's two unused score convolutions (parameter-count parity only)
 
     default_num_classes: ClassVar[int] = 2
     # Five 2x2 max-pools, stage maps added after x2 up-sampling: sides divide by 32.

@@ -20,12 +20,12 @@ from hpml_bench.models.performer import PerformerAttention
 class HCTConfig(ModelConfig):
     name: str = "hct"
     input_size: int = 512
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
-    blocks_per_stage: list[int] = field(default_factory=lambda: [2, 2, 2, 2, 2])
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])  # channels of the five stages
+    blocks_per_stage: list[int] = field(default_factory=lambda: [2, 2, 2, 2, 2])  # residual blocks in each stage
     num_conv_stages: int = 3  # the rest are attention-conv (AC) stages; 5 = a pure CNN
-    first_layer_stride: int = 2
-    attention_heads: int = 8
-    attention_dropout: float = 0.1
+    first_layer_stride: int = 2  # stride of the stem convolution
+    attention_heads: int = 8  # Performer heads of the attention-conv stages
+    attention_dropout: float = 0.1  # dropout on the attention output
     relu_kernel: bool = True  # generalized ReLU kernel; false = softmax-kernel FAVOR+
 
     default_num_classes: ClassVar[int] = 2

@@ -34,16 +34,16 @@ class IFormerConfig(ModelConfig):
     name: str = "iformer"
     input_size: int = 224
     img_size: int = 224  # position embeddings are sized for this; other sizes interpolate
-    depths: list[int] = field(default_factory=lambda: [3, 3, 9, 3])
-    embed_dims: list[int] = field(default_factory=lambda: [96, 192, 320, 384])
-    num_heads: list[int] = field(default_factory=lambda: [3, 6, 10, 12])
+    depths: list[int] = field(default_factory=lambda: [3, 3, 9, 3])  # blocks per stage
+    embed_dims: list[int] = field(default_factory=lambda: [96, 192, 320, 384])  # channels per stage
+    num_heads: list[int] = field(default_factory=lambda: [3, 6, 10, 12])  # attention heads per stage
     # Attention heads of each block, by global block index (low_dim = heads x 32).
     attention_heads: list[int] = field(default_factory=lambda: [1] * 3 + [3] * 3 + [7] * 4 + [9] * 5 + [11] * 3)
-    pool_sizes: list[int] = field(default_factory=lambda: [2, 2, 1, 1])
+    pool_sizes: list[int] = field(default_factory=lambda: [2, 2, 1, 1])  # attention pooling per stage (1 = none)
     layer_scale_stages: list[int] = field(default_factory=lambda: [2, 3])  # 0-based: stages 3 and 4
-    layer_scale_init: float = 1e-6
-    mlp_ratio: float = 4.0
-    drop_path_rate: float = 0.0
+    layer_scale_init: float = 1e-6  # initial LayerScale value of the stages in layer_scale_stages
+    mlp_ratio: float = 4.0  # hidden width of each block's MLP, relative to the stage's channels
+    drop_path_rate: float = 0.0  # stochastic depth, rising linearly to this over the blocks
 
     min_input_size: ClassVar[int] = 9  # stage 2's 2x2 attention pooling needs a 2x2 map
 

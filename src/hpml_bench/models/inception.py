@@ -19,7 +19,7 @@ from hpml_bench.models.pretrained import pretrained_state_dict
 class InceptionV3Config(ModelConfig):
     name: str = "inception_v3"
     input_size: int = 299
-    aux_logits: bool = True
+    aux_logits: bool = True  # the auxiliary classifier (its loss counts 0.4 in training)
     # torchvision's ImageNet weights expect its own input transform; keep it on with them.
     transform_input: bool = False
 

@@ -15,7 +15,7 @@ from hpml_bench.models.base import MODELS, ModelConfig
 class MLPConfig(ModelConfig):
     name: str = "mlp"
     input_size: int = 32  # the image side; set from dataset.image_size
-    hidden: list[int] = field(default_factory=lambda: [256, 128, 64])
+    hidden: list[int] = field(default_factory=lambda: [256, 128, 64])  # widths of the hidden layers (no BatchNorm, no dropout)
 
     input_follows_data: ClassVar[bool] = True  # the first layer is sized for the data set's images
 

@@ -22,7 +22,7 @@ _ARCHS = {
 @dataclass
 class ResNetConfig(ModelConfig):
     name: str = "resnet"
-    depth: int = 18
+    depth: int = 18  # 18 or 50 (torchvision's ResNet-18 / ResNet-50)
     # CIFAR-style stem (3x3 conv, stride 1, no max-pool) for inputs of 32-64 pixels,
     # where the ImageNet stem would shrink the last feature map to 1x1.
     small_input: bool = False

@@ -18,7 +18,7 @@ class SegNetConfig(ModelConfig):
     name: str = "segnet"
     task: str = "segmentation"
     input_size: int = 256
-    width_divisor: int = 1
+    width_divisor: int = 1  # >1 narrows every layer (tiny variants)
 
     default_num_classes: ClassVar[int] = 2
     min_input_size: ClassVar[int] = 32  # five 2x2 max-pools (unpooling restores odd sizes)

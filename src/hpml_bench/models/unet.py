@@ -17,7 +17,7 @@ class UNetConfig(ModelConfig):
     name: str = "unet"
     task: str = "segmentation"
     input_size: int = 256
-    filters: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
+    filters: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])  # channels of the five encoder levels (the decoder mirrors them)
 
     default_num_classes: ClassVar[int] = 2
     # Four 2x2 max-pools whose maps the decoder concatenates back: sides divide by 16.

@@ -23,29 +23,29 @@ _TIME = re.compile(r"^(\d+-\d{1,2}(:\d{1,2}){0,2}|\d+(:\d{1,2}){0,2})$")
 
 @dataclass
 class SlurmConfig:
-    name: str = "local"
-    job_name: str = "hpml"
-    nodes: int = 1
-    gpus_per_node: int = 0
+    name: str = "local"  # the preset (set by the slurm=<choice> file)
+    job_name: str = "hpml"  # #SBATCH --job-name
+    nodes: int = 1  # #SBATCH --nodes
+    gpus_per_node: int = 0  # #SBATCH --gres=gpu:N (0: CPU tasks)
     tasks_per_node: Optional[int] = None  # null: one per GPU for ddp/fsdp/pipe, else 1
-    cpus_per_task: int = 1
+    cpus_per_task: int = 1  # #SBATCH --cpus-per-task (at least dataset.num_workers + 1)
     mem: str = "4G"  # per node
-    time: str = "01:00:00"
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    qos: Optional[str] = None
+    time: str = "01:00:00"  # #SBATCH --time (HH:MM:SS or D-HH:MM:SS)
+    partition: Optional[str] = None  # #SBATCH --partition; null: the cluster's default
+    account: Optional[str] = None  # #SBATCH --account; null: none
+    qos: Optional[str] = None  # #SBATCH --qos; null: none
     # The signal SLURM sends signal_lead_s before the time limit: checkpoint and requeue.
     signal: str = "USR1"
-    signal_lead_s: int = 120
+    signal_lead_s: int = 120  # seconds before the time limit that `signal` is sent
     container: str = "none"  # none | greene (singularity exec --nv --overlay ... .sif)
-    overlay: str = "/scratch/$USER/overlay-25GB-500K.ext3"
-    image: str = "/scratch/work/public/singularity/cuda12.1.1-cudnn8.9.0-devel-ubuntu22.04.2.sif"
-    env_script: str = "/ext3/env.sh"
+    overlay: str = "/scratch/$USER/overlay-25GB-500K.ext3"  # container=greene: the overlay image with the Python env
+    image: str = "/scratch/work/public/singularity/cuda12.1.1-cudnn8.9.0-devel-ubuntu22.04.2.sif"  # container=greene: the Singularity image
+    env_script: str = "/ext3/env.sh"  # container=greene: sourced inside the container before hpml runs
     command: Optional[str] = None  # how a task starts hpml; null: this Python (`<python> -m hpml_bench`)
     out_dir: str = "runs/slurm"  # the rendered script and SLURM's log (%x-%j.out)
     script: Optional[str] = None  # where to write the script; null: <out_dir>/<job_name>-<time>.sbatch
     extra: list[str] = field(default_factory=list)  # more `#SBATCH` options, e.g. ["--constraint=a100"]
-    submit: bool = False
+    submit: bool = False  # run sbatch on the rendered script and print the job id
 
 
 def compose_slurm(overrides: list[str]) -> SlurmConfig:

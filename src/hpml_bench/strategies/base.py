@@ -46,7 +46,7 @@ def no_range(name: str):
 
 @dataclass
 class StrategyConfig:
-    name: str = "single"
+    name: str = "single"  # the registered strategy (set by the strategy=<choice> file)
     backend: str = "auto"  # auto | gloo | nccl (distributed strategies)
 
 

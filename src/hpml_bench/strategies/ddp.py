@@ -42,14 +42,14 @@ _HOOKS = {
 @dataclass
 class DDPConfig(DistributedConfig):
     name: str = "ddp"
-    bucket_cap_mb: float = 25.0
-    gradient_as_bucket_view: bool = True
-    static_graph: bool = False
-    find_unused_parameters: bool = False
+    bucket_cap_mb: float = 25.0  # gradient bucket size of DDP's all-reduce
+    gradient_as_bucket_view: bool = True  # gradients alias the buckets (saves a copy and memory)
+    static_graph: bool = False  # the graph is the same every step (lets DDP skip per-step checks)
+    find_unused_parameters: bool = False  # allow parameters that get no gradient in a step (slower)
     # Gradient compression on the all-reduce: fp16/bf16 halve the bytes sent (Horovod's
     # fp16 compression in the seeds); powersgd sends a low-rank approximation.
     comm_hook: str = "none"
-    powersgd_rank: int = 1
+    powersgd_rank: int = 1  # rank of PowerSGD's low-rank approximation
     powersgd_start_iter: int = 10  # plain all-reduce for the first steps, as PowerSGD advises
 
     def __post_init__(self):

@@ -27,7 +27,7 @@ _SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B, "interleaved_1f1b": 
 class PipeConfig(DistributedConfig):
     name: str = "pipe"
     schedule: str = "gpipe"  # gpipe | 1f1b | interleaved_1f1b
-    n_microbatches: int = 4
+    n_microbatches: int = 4  # micro-batches each batch is split into (must divide it)
     stages_per_rank: int = 1  # >1 with interleaved_1f1b
     # Indices of split points after which to cut (len = stages - 1); null = balance parameters.
     split_after: Optional[list[int]] = None

@@ -34,7 +34,8 @@ def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), cho
     # also covers jobs that do not start through `hpml train` (submitit sweeps).
     checkpoint = check_run_folder(run_dir, cfg.resume or restart_resume(run_dir))
     t = cfg.trainer
-    strategy = build_strategy(cfg.strategy, StepSettings(cfg.device, t.precision, t.channels_last, t.compile, t.grad_clip_norm))
+    strategy = build_strategy(cfg.strategy, StepSettings(cfg.device, t.precision, t.channels_last, t.compile, t.grad_clip_norm,
+                                                          t.on_nonfinite == "skip"))
     type(strategy).preflight(cfg, strategy.world_size)
     stop = StopRequest(t.requeue_signal, t.stop_check_every)  # preemption, Ctrl-C (handlers from fit on)
     strategy.setup()

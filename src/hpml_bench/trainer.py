@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from hpml_bench.callbacks.base import Callback
 from hpml_bench.errors import HpmlError
+from hpml_bench.finite import FiniteWatch
 from hpml_bench.preempt import NoStop
 from hpml_bench.strategies import Strategy
 from hpml_bench.tasks import Task
@@ -47,6 +48,11 @@ class TrainerConfig:
     stop_check_every: int = 10
     # With model.freeze_backbone: the (1-based) epoch from which the backbone trains too.
     unfreeze_at_epoch: Optional[int] = None
+    # A NaN/inf loss or gradient: stop (exit 3, the last finite checkpoint kept) | skip (drop
+    # that optimizer step, as GradScaler does; one host sync per optimizer step).
+    on_nonfinite: str = "stop"
+    # on_nonfinite=skip: stop after this many dropped optimizer steps in a row.
+    max_nonfinite_steps: int = 10
 
     def __post_init__(self):
         for knob in ("epochs", "grad_accum_steps"):
@@ -58,6 +64,10 @@ class TrainerConfig:
             raise HpmlError(f"trainer.timing={self.timing}: use exact or events")
         if self.progress not in ("auto", "always", "never"):
             raise HpmlError(f"trainer.progress={self.progress}: use auto, always or never")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise HpmlError(f"trainer.on_nonfinite={self.on_nonfinite}: use stop or skip")
+        if self.max_nonfinite_steps <= 0:
+            raise HpmlError(f"trainer.max_nonfinite_steps={self.max_nonfinite_steps} must be positive")
 
 
 class Trainer:
@@ -77,6 +87,7 @@ class Trainer:
         self._resume_rng = None
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
+        self.finite = FiniteWatch(cfg.on_nonfinite, cfg.max_nonfinite_steps)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -114,22 +125,31 @@ class Trainer:
         self._fire("on_train_epoch_start")
         steps = self.steps_per_epoch
         accum = self.cfg.grad_accum_steps
+        self.finite.start_epoch(steps, first, self.strategy.device)
         self._fire("on_fetch_start")
         for i, batch in enumerate(self._batches(), start=first):
             self._fire("on_fetch_end")
             last = i + 1 == steps
             out = self.strategy.train_step(batch, step_optimizer=(i + 1) % accum == 0 or last, loss_scale=1 / accum)
+            self.finite.see(i, out.loss)  # a device copy; read at the checks below
+            self.finite.check_dropped(self, epoch, i)
             if out.n:  # a pipeline's earlier stages see no outputs
                 self.train_metrics.update(out.logits, out.targets)
-            loss_sum += out.loss * out.n
+            loss_sum += out.loss * out.n if self.cfg.on_nonfinite == "stop" else torch.nan_to_num(out.loss * out.n, 0, 0, 0)
             samples += out.n
             self._fire("on_step_end", out)
             if last:
                 break
+            if (i + 1) % self.cfg.stop_check_every == 0:
+                self.finite.check(self, epoch, i)
             if (i + 1) % accum == 0 and self.stop.should_stop(self.strategy, i):
+                self.finite.check(self, epoch, i)  # never a checkpoint past an unread flag
                 self.stopped_at = (epoch, i + 1)
                 return record
             self._fire("on_fetch_start")
+        self.finite.check(self, epoch, steps - 1)
+        self.finite.check_weights(self, epoch)
+        self.finite.report_dropped(self, epoch)
         self._fire("on_train_epoch_end", record)  # the timer fills data_s / train_s / run_s
         record.update(self._reduced_scores("train", loss_sum, samples, self.train_metrics))
         return self._reduce_over_ranks(record, samples)

@@ -46,6 +46,8 @@ class StepSettings:
     channels_last: bool = False
     compile: bool = False
     grad_clip_norm: Optional[float] = None
+    # trainer.on_nonfinite=skip: drop an optimizer step whose gradients are NaN/inf.
+    skip_nonfinite: bool = False
 
 
 @dataclass
@@ -209,7 +211,17 @@ class Strategy:
         """Context that skips gradient all-reduce on accumulation steps (DDP's no_sync)."""
         return contextlib.nullcontext()
 
+    # Optimizer steps dropped in a row for NaN/inf gradients (trainer.on_nonfinite=skip).
+    nonfinite_in_a_row = 0
+    nonfinite_dropped = 0  # in the whole run
+
     def optimizer_step(self) -> None:
+        if self.step.skip_nonfinite and self._nonfinite_gradients():
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_in_a_row += 1
+            self.nonfinite_dropped += 1
+            return
+        self.nonfinite_in_a_row = 0
         if self.step.grad_clip_norm:
             self.scaler.unscale_(self.optimizer)
             self.clip_gradients(self.step.grad_clip_norm)
@@ -218,6 +230,16 @@ class Strategy:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None:
             self.scheduler.step()
+
+    def _nonfinite_gradients(self) -> bool:
+        """Any rank's gradients NaN/inf? One host sync per optimizer step, as GradScaler's own
+        skip costs (fp16 leaves it to GradScaler, whose inf steps are expected)."""
+        if self.scaler.is_enabled():
+            return False
+        from hpml_bench.finite import all_finite
+
+        ok = all_finite([p.grad for g in self.optimizer.param_groups for p in g["params"]])
+        return bool(self.reduce((~ok).float().reshape(1).cpu(), "max").item())
 
     def clip_gradients(self, max_norm: float) -> None:
         nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)

@@ -1,7 +1,7 @@
 """Non-finite loss or weights (trainer.on_nonfinite=stop): watched on the device, read lazily.
 
-Each step copies its loss into a small device buffer (one tiny kernel, no host sync); the
-trainer reads the buffer only at check points (every trainer.stop_check_every steps, before any
+Each step keeps a reference to its (device) loss, no kernel and no host sync; the trainer
+reads them, stacked, only at check points (every trainer.stop_check_every steps, before any
 checkpoint, at the epoch's end), so a GPU run gains no synchronization per step. A check that
 finds a NaN/inf loss names the first such step of the epoch and raises NonFiniteError (exit 3)
 before anything is written, so checkpoints/last.pt keeps the last finite model. At the epoch's
@@ -34,40 +34,39 @@ def all_finite(tensors) -> torch.Tensor:
 
 
 class FiniteWatch:
-    """The losses of this epoch's steps, on the device; `check` reads them (one sync)."""
+    """The losses of the steps since the last check, on the device; `check` reads them (one sync)."""
 
     def __init__(self, mode: str, max_in_a_row: int):
         self.mode, self.max_in_a_row = mode, max_in_a_row
-        self.losses = torch.zeros(0)
+        self.losses: list[torch.Tensor] = []  # unchecked losses, from batch `checked` on
         self.first = 0  # the epoch's first batch index (a mid-epoch resume starts later)
-        self.checked = 0  # losses[:checked] are known finite
+        self.checked = 0  # batches first..first+checked-1 are known finite
         self.dropped_before = 0
 
     def start_epoch(self, steps: int, first: int, device: torch.device) -> None:
-        self.losses = torch.zeros(max(steps - first, 1), device=device)
-        self.first, self.checked = first, 0
+        self.losses, self.first, self.checked = [], first, 0
 
     def see(self, i: int, loss: torch.Tensor) -> None:
         if self.mode == "stop":
-            self.losses[i - self.first] = loss.detach().float()
+            self.losses.append(loss)  # a reference: the cheapest thing a step can do
 
     def check(self, trainer, epoch: int, i: int) -> None:
         """Raise NonFiniteError if a loss up to batch i (0-based) was NaN/inf on any rank."""
         strategy = trainer.strategy
-        n = i + 1 - self.first
-        if self.mode != "stop" or n <= self.checked:
+        if self.mode != "stop" or i + 1 - self.first <= self.checked:
             return
-        window = self.losses[self.checked:n]
+        window = torch.stack([loss.detach().float().reshape(()) for loss in self.losses]) if self.losses else torch.zeros(1)
         bad = ~torch.isfinite(window)
-        # Earliest bad step over ranks as a max: (steps after it); 0 = all finite.
-        after = torch.where(bad.any(), (n - self.checked - bad.int().argmax()).float(), torch.zeros(()))
+        # Earliest bad step over ranks as a max of (steps after it); 0 = all finite.
+        after = torch.where(bad.any(), (len(window) - bad.int().argmax()).float(), 0.0)
         after = int(strategy.reduce(after.reshape(1).cpu(), "max").item())
         if after:
-            step = n - after + 1  # 1-based within the epoch
-            value = self.losses[step - 1].item() if step - 1 < len(self.losses) else float("nan")
-            raise NonFiniteError(f"non-finite loss ({value}) at epoch {epoch + 1} step {self.first + step} "
+            k = len(window) - after
+            value = window[k].item() if k >= 0 else float("nan")
+            raise NonFiniteError(f"non-finite loss ({value}) at epoch {epoch + 1} step {self.first + self.checked + k + 1} "
                                  f"(trainer.on_nonfinite=stop); {_causes(strategy)}; {_kept(trainer)}")
-        self.checked = n
+        self.checked += len(self.losses)
+        self.losses = []
 
     def check_weights(self, trainer, epoch: int) -> None:
         """At the epoch's end, before any checkpoint: the weights this rank holds are finite."""

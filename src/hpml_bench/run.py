@@ -20,6 +20,7 @@ from hpml_bench.errors import HpmlError
 from hpml_bench.models import build_model_from_config, count_parameters
 from hpml_bench.preempt import StopRequest, finish_stopped_run, restart_resume
 from hpml_bench.optim import build_optimizer, build_scheduler
+from hpml_bench.runlock import RunLock
 from hpml_bench.runfolder import CONFIG, LAST, OVERRIDES, atomic_write_text, check_run_folder
 from hpml_bench.strategies import StepSettings, Strategy, build_strategy
 from hpml_bench.tasks import build_task
@@ -39,8 +40,10 @@ def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), cho
     type(strategy).preflight(cfg, strategy.world_size)
     stop = StopRequest(t.requeue_signal, t.stop_check_every)  # preemption, Ctrl-C (handlers from fit on)
     strategy.setup()
+    lock = None
     try:
         run_dir = _shared_run_dir(strategy, run_dir)
+        lock = RunLock(run_dir).acquire() if strategy.is_main else None  # before any data is loaded
         trainer = _build_trainer(cfg, dcfg, strategy, run_dir, choices or {}, stop)
         if checkpoint is not None:
             _resume(trainer, strategy, checkpoint)
@@ -53,6 +56,8 @@ def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), cho
     finally:
         strategy.teardown()
         stop.uninstall()
+        if lock is not None:
+            lock.release()
     if trainer.stopped_at:
         raise SystemExit(stop.exit_code)
     return history

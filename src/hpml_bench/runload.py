@@ -75,8 +75,13 @@ def _checkpoint_state(run_dir: Path, checkpoint: str) -> dict:
         others = [c for c in CHECKPOINTS if (run_dir / "checkpoints" / f"{c}.pt").is_file()]
         hint = f"use checkpoint={others[0]}" if others else "it saved none (trainer.checkpoint_every=0?); train it with checkpoints"
         raise HpmlError(f"run folder {run_dir} has no checkpoints/{checkpoint}.pt; {hint}")
+    from hpml_bench.runlock import reading_checkpoint
+
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        with reading_checkpoint(run_dir):
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except HpmlError:
+        raise
     except Exception as exc:
         raise HpmlError(f"checkpoint {file} could not be read ({type(exc).__name__}); it is corrupt or not an hpml checkpoint") from exc
     return state["model"]

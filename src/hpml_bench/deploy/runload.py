@@ -75,8 +75,13 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
         raise HpmlError(f"run={run_dir} is not a folder; give a run folder such as runs/<id>")
     model_cfg, dataset_cfg, task = read_run_config(run_dir)
     path = checkpoint_path(run_dir, checkpoint)
+    from hpml_bench.runlock import reading_checkpoint
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with reading_checkpoint(run_dir):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except HpmlError:
+        raise
     except Exception as exc:
         raise HpmlError(f"checkpoint {path} could not be read ({type(exc).__name__}); it is corrupt") from exc
     model = build_model_from_config(model_cfg)

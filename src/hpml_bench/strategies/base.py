@@ -300,7 +300,10 @@ class Strategy:
     def save_checkpoint(self, path: Path, state: dict[str, Any]) -> None:
         """Written by the main rank to a temp file, then renamed: never a half file."""
         if self.is_main:
-            atomic_torch_save(state, path)
+            from hpml_bench.runlock import writing_checkpoint
+
+            with writing_checkpoint(path.parent):  # export / cam / predict do not read meanwhile
+                atomic_torch_save(state, path)
         self.barrier()
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from hpml_bench.models import build_model_from_config, count_parameters
 from hpml_bench.preempt import StopRequest, finish_stopped_run, restart_resume
 from hpml_bench.optim import build_optimizer, build_scheduler
 from hpml_bench.runlock import RunLock
-from hpml_bench.runfolder import CONFIG, LAST, OVERRIDES, atomic_write_text, check_run_folder
+from hpml_bench.runfolder import CONFIG, LAST, OVERRIDES, atomic_write_text, check_run_folder, check_writable
 from hpml_bench.strategies import StepSettings, Strategy, build_strategy
 from hpml_bench.tasks import build_task
 from hpml_bench.trainer import Trainer
@@ -43,7 +43,9 @@ def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), cho
     lock = None
     try:
         run_dir = _shared_run_dir(strategy, run_dir)
-        lock = RunLock(run_dir).acquire() if strategy.is_main else None  # before any data is loaded
+        if strategy.is_main:  # before any data is loaded
+            check_writable(run_dir)
+            lock = RunLock(run_dir).acquire()
         trainer = _build_trainer(cfg, dcfg, strategy, run_dir, choices or {}, stop)
         if checkpoint is not None:
             _resume(trainer, strategy, checkpoint)

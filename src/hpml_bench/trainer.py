@@ -53,6 +53,9 @@ class TrainerConfig:
     on_nonfinite: str = "stop"
     # on_nonfinite=skip: stop after this many dropped optimizer steps in a row.
     max_nonfinite_steps: int = 10
+    # A checkpoint that cannot be written (disk full, quota, read-only): stop (exit 4, with the
+    # resume command) | warn (train on; the next checkpoint is tried again).
+    on_write_error: str = "stop"
 
     def __post_init__(self):
         for knob in ("epochs", "grad_accum_steps"):
@@ -66,6 +69,8 @@ class TrainerConfig:
             raise HpmlError(f"trainer.progress={self.progress}: use auto, always or never")
         if self.on_nonfinite not in ("stop", "skip"):
             raise HpmlError(f"trainer.on_nonfinite={self.on_nonfinite}: use stop or skip")
+        if self.on_write_error not in ("stop", "warn"):
+            raise HpmlError(f"trainer.on_write_error={self.on_write_error}: use stop or warn")
         if self.max_nonfinite_steps <= 0:
             raise HpmlError(f"trainer.max_nonfinite_steps={self.max_nonfinite_steps} must be positive")
 

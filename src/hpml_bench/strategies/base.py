@@ -314,11 +314,15 @@ class Strategy:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Temp file, fsync, rename; a full disk is WriteError with the temp file removed."""
+    from hpml_bench.runfolder import writing
+
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())  # on disk before the rename: a crash leaves the old file or the new one
-    os.replace(tmp, path)
+    with writing(path, tmp):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: a crash leaves the old file or the new one
+        os.replace(tmp, path)
 

@@ -20,6 +20,7 @@ from hpml_bench.errors import HpmlError
 from hpml_bench.models import build_model_from_config, count_parameters
 from hpml_bench.preempt import StopRequest, finish_stopped_run, restart_resume
 from hpml_bench.optim import build_optimizer, build_scheduler
+from hpml_bench.config_dirs import record_config_dir
 from hpml_bench.runlock import RunLock
 from hpml_bench.runfolder import CONFIG, LAST, OVERRIDES, atomic_write_text, check_run_folder, check_writable
 from hpml_bench.strategies import StepSettings, Strategy, build_strategy
@@ -154,3 +155,4 @@ def _write_config(dcfg: DictConfig, run_dir: Path, overrides: list[str]) -> None
     atomic_write_text(run_dir / CONFIG, OmegaConf.to_yaml(_without_hydra(dcfg), resolve=True))
     if not (run_dir / OVERRIDES).exists():  # a resumed run keeps the overrides that started it
         atomic_write_text(run_dir / OVERRIDES, OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+        record_config_dir(run_dir)  # the user's config folder, so later commands compose the same

@@ -42,7 +42,7 @@ def test_full_disk_stops_cleanly_and_resumes_to_the_same_result(hpml, tmp_path, 
     assert "cannot write " in line and "small/run/checkpoints/last.pt" in line and "MiB free there" in line, line
     assert line.endswith("then resume with: hpml train resume=small/run"), line
     left = sorted(p.name for p in (tmp_path / "small/run/checkpoints").iterdir())
-    assert left == [".hpml.write.lock", "best.pt", "last.pt"], left  # no temp file left to fill the disk
+    assert left == [".hpml.write.lock", "best.pt", "best.pt.sha256", "last.pt", "last.pt.sha256"], left  # no temp file left to fill the disk
     assert load(tmp_path / "small/run/checkpoints/last.pt")["epoch"] == 1  # the previous file, intact
     # Moved where there is room, it resumes to what an uninterrupted run gives.
     shutil.copytree(tmp_path / "small/run", tmp_path / "moved")

@@ -77,11 +77,12 @@ def _checkpoint_state(run_dir: Path, checkpoint: str) -> dict:
         others = [c for c in CHECKPOINTS if (run_dir / "checkpoints" / f"{c}.pt").is_file()]
         hint = f"use checkpoint={others[0]}" if others else "it saved none (trainer.checkpoint_every=0?); train it with checkpoints"
         raise HpmlError(f"run folder {run_dir} has no checkpoints/{checkpoint}.pt; {hint}")
+    from hpml_bench.integrity import load_checkpoint_file
     from hpml_bench.runlock import reading_checkpoint
 
     try:
         with reading_checkpoint(run_dir):
-            state = torch.load(file, map_location="cpu", weights_only=True)
+            state = load_checkpoint_file(file)
     except HpmlError:
         raise
     except Exception as exc:

@@ -56,6 +56,8 @@ class TrainerConfig:
     # A checkpoint that cannot be written (disk full, quota, read-only): stop (exit 4, with the
     # resume command) | warn (train on; the next checkpoint is tried again).
     on_write_error: str = "stop"
+    # last.pt plus K-1 older ones (last.1.pt, ...): a damaged last.pt falls back to the newest intact one.
+    keep_checkpoints: int = 1
 
     def __post_init__(self):
         for knob in ("epochs", "grad_accum_steps"):
@@ -71,6 +73,8 @@ class TrainerConfig:
             raise HpmlError(f"trainer.on_nonfinite={self.on_nonfinite}: use stop or skip")
         if self.on_write_error not in ("stop", "warn"):
             raise HpmlError(f"trainer.on_write_error={self.on_write_error}: use stop or warn")
+        if self.keep_checkpoints <= 0:
+            raise HpmlError(f"trainer.keep_checkpoints={self.keep_checkpoints} must be 1 or more")
         if self.max_nonfinite_steps <= 0:
             raise HpmlError(f"trainer.max_nonfinite_steps={self.max_nonfinite_steps} must be positive")
 

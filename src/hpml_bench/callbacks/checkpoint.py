@@ -13,8 +13,8 @@ class Checkpointer(Callback):
     on the main rank only, to a temp file that is then renamed."""
 
     def __init__(self, folder: Path, every_epochs: int, monitor: str, higher_is_better: bool,
-                 on_write_error: str = "stop"):
-        self.folder, self.every, self.on_write_error = folder, every_epochs, on_write_error
+                 on_write_error: str = "stop", keep: int = 1):
+        self.folder, self.every, self.on_write_error, self.keep = folder, every_epochs, on_write_error, keep
         self.monitor, self.higher = monitor, higher_is_better
         self.best = None
 
@@ -29,7 +29,7 @@ class Checkpointer(Callback):
             return
         state = trainer.state_dict()
         try:
-            trainer.strategy.save_checkpoint(self.folder / "last.pt", state)
+            trainer.strategy.save_checkpoint(self.folder / "last.pt", state, self.keep)
             score = record.get(self.monitor)
             if score is not None and (self.best is None or (score > self.best if self.higher else score < self.best)):
                 trainer.strategy.save_checkpoint(self.folder / "best.pt", {"model": state["model"], "epoch": state["epoch"], self.monitor: score})

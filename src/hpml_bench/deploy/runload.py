@@ -75,11 +75,12 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
         raise HpmlError(f"run={run_dir} is not a folder; give a run folder such as runs/<id>")
     model_cfg, dataset_cfg, task = read_run_config(run_dir)
     path = checkpoint_path(run_dir, checkpoint)
+    from hpml_bench.integrity import load_checkpoint_file
     from hpml_bench.runlock import reading_checkpoint
 
     try:
         with reading_checkpoint(run_dir):
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_checkpoint_file(path)
     except HpmlError:
         raise
     except Exception as exc:

@@ -297,32 +297,39 @@ class Strategy:
     def load_optimizer_state(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state)
 
-    def save_checkpoint(self, path: Path, state: dict[str, Any]) -> None:
-        """Written by the main rank to a temp file, then renamed: never a half file."""
+    def save_checkpoint(self, path: Path, state: dict[str, Any], keep: int = 1) -> None:
+        """Written by the main rank to a temp file, then renamed: never a half file; `keep`-1
+        older ones are kept as <name>.1.pt, ... (trainer.keep_checkpoints)."""
         if self.is_main:
             from hpml_bench.runlock import writing_checkpoint
 
             with writing_checkpoint(path.parent):  # export / cam / predict do not read meanwhile
-                atomic_torch_save(state, path)
+                atomic_torch_save(state, path, keep)
         self.barrier()
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise HpmlError(f"checkpoint {path} could not be read ({type(exc).__name__}); it is corrupt or not an hpml checkpoint") from exc
+        """Checked against its sha256 side file; a damaged last.pt falls back to an older one."""
+        from hpml_bench.integrity import load_checkpoint_file
+
+        return load_checkpoint_file(path)
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Temp file, fsync, rename; a full disk is WriteError with the temp file removed."""
-    from hpml_bench.runfolder import writing
+def atomic_torch_save(obj: Any, path: Path, keep: int = 1) -> None:
+    """Temp file, fsync, rename, then its sha256 beside it (<name>.sha256); a full disk is
+    WriteError with the temp file removed. keep > 1 rotates older copies only once the new
+    file is whole."""
+    from hpml_bench.integrity import HashingWriter, rotate, side_file
+    from hpml_bench.runfolder import atomic_write_text, writing
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with writing(path, tmp):
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            hashing = HashingWriter(f)
+            torch.save(obj, hashing)
             f.flush()
             os.fsync(f.fileno())  # on disk before the rename: a crash leaves the old file or the new one
+        rotate(path, keep)
         os.replace(tmp, path)
+    atomic_write_text(side_file(path), f"{hashing.digest.hexdigest()}  {path.name}\n")
 

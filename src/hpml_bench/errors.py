@@ -36,7 +36,7 @@ class WriteError(HpmlError):
     exit_code = 4
 
 
-class WorkerLostError(HpmlError):
+class WorkerLostError(HpmlError, RuntimeError):
     """A data-loader worker was killed or stuck past dataset.timeout_s."""
 
     exit_code = 5

@@ -21,7 +21,9 @@ from hpml_bench.models import build_model_from_config, count_parameters
 from hpml_bench.preempt import StopRequest, finish_stopped_run, restart_resume
 from hpml_bench.optim import build_optimizer, build_scheduler
 from hpml_bench.config_dirs import record_config_dir
+from hpml_bench.errors import WorkerLostError
 from hpml_bench.runlock import RunLock
+from hpml_bench.workers import save_after_lost_worker, worker_lost
 from hpml_bench.runfolder import CONFIG, LAST, OVERRIDES, atomic_write_text, check_run_folder, check_writable
 from hpml_bench.strategies import StepSettings, Strategy, build_strategy
 from hpml_bench.tasks import build_task
@@ -53,7 +55,13 @@ def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), cho
         if strategy.is_main:
             _write_config(dcfg, run_dir, overrides)
         stop.install()  # only now: a signal during start-up still ends the process at once
-        history = trainer.fit()
+        try:
+            history = trainer.fit()
+        except RuntimeError as exc:  # torch's SIGCHLD handler raises it wherever the loop is
+            lost = exc if isinstance(exc, WorkerLostError) else worker_lost(exc, trainer.train_loader)
+            if lost is None:
+                raise
+            raise save_after_lost_worker(trainer, strategy, run_dir / LAST, run_dir, lost) from exc
         if trainer.stopped_at:
             finish_stopped_run(stop, trainer, strategy, run_dir, run_dir / LAST)
     finally:

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from hpml_bench.callbacks.base import Callback
 from hpml_bench.errors import HpmlError
 from hpml_bench.finite import FiniteWatch
+from hpml_bench.workers import watch_workers
 from hpml_bench.preempt import NoStop
 from hpml_bench.strategies import Strategy
 from hpml_bench.tasks import Task
@@ -97,6 +98,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.finite = FiniteWatch(cfg.on_nonfinite, cfg.max_nonfinite_steps)
+        self.position = (0, 0)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -135,12 +137,15 @@ class Trainer:
         steps = self.steps_per_epoch
         accum = self.cfg.grad_accum_steps
         self.finite.start_epoch(steps, first, self.strategy.device)
+        self.position = (epoch, first)  # (epoch, batches done) at the last optimizer step
         self._fire("on_fetch_start")
         for i, batch in enumerate(self._batches(), start=first):
             self._fire("on_fetch_end")
             last = i + 1 == steps
             out = self.strategy.train_step(batch, step_optimizer=(i + 1) % accum == 0 or last, loss_scale=1 / accum)
-            self.finite.see(i, out.loss)  # a device copy; read at the checks below
+            self.finite.see(i, out.loss)  # a reference; read at the checks below
+            if (i + 1) % accum == 0:
+                self.position = (epoch, i + 1)
             self.finite.check_dropped(self, epoch, i)
             if out.n:  # a pipeline's earlier stages see no outputs
                 self.train_metrics.update(out.logits, out.targets)
@@ -170,7 +175,7 @@ class Trainer:
         if self._resume_rng is not None:
             _set_rng(self._resume_rng)
             self._resume_rng = None
-        return batches
+        return watch_workers(batches, self.train_loader)
 
     def _reduce_over_ranks(self, record: dict[str, Any], samples: int) -> dict[str, Any]:
         """Times and memory: the slowest rank's; samples: every rank's, summed."""

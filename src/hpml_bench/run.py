@@ -39,7 +39,7 @@ def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), cho
     checkpoint = check_run_folder(run_dir, cfg.resume or restart_resume(run_dir))
     t = cfg.trainer
     strategy = build_strategy(cfg.strategy, StepSettings(cfg.device, t.precision, t.channels_last, t.compile, t.grad_clip_norm,
-                                                          t.on_nonfinite == "skip"))
+                                                          t.on_nonfinite == "skip", t.auto_microbatch))
     type(strategy).preflight(cfg, strategy.world_size)
     stop = StopRequest(t.requeue_signal, t.stop_check_every)  # preemption, Ctrl-C (handlers from fit on)
     strategy.setup()

@@ -59,6 +59,8 @@ class TrainerConfig:
     on_write_error: str = "stop"
     # last.pt plus K-1 older ones (last.1.pt, ...): a damaged last.pt falls back to the newest intact one.
     keep_checkpoints: int = 1
+    # On GPU out-of-memory: halve the micro-batch and accumulate (same global batch), printed once.
+    auto_microbatch: bool = False
 
     def __post_init__(self):
         for knob in ("epochs", "grad_accum_steps"):

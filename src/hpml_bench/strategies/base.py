@@ -21,6 +21,8 @@ from hpml_bench.errors import HpmlError
 from hpml_bench.registry import Registry
 
 STRATEGIES: Registry = Registry("strategy")
+# A simulated out-of-memory above this micro-batch size (tests on CPU); 0 = none.
+oom_above = int(os.environ.get("HPML_SIMULATE_OOM_ABOVE", "0") or 0)
 
 _AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _NO_RANGE = contextlib.nullcontext()  # reentrant: one instance serves every step
@@ -48,6 +50,8 @@ class StepSettings:
     grad_clip_norm: Optional[float] = None
     # trainer.on_nonfinite=skip: drop an optimizer step whose gradients are NaN/inf.
     skip_nonfinite: bool = False
+    # trainer.auto_microbatch: on out-of-memory, halve the micro-batch and accumulate.
+    auto_microbatch: bool = False
 
 
 @dataclass
@@ -192,17 +196,46 @@ class Strategy:
         loss_scale divides the loss for gradient accumulation over several calls.
         """
         inputs, targets = self.to_device(batch)
-        # DDP's no_sync must cover forward and backward together.
-        with self.grad_sync(step_optimizer):
-            with self.range("forward"), self.autocast():
-                outputs = self.model(inputs)
-                loss = self.loss_fn(outputs, targets)
-            with self.range(self.backward_range):
-                self.scaler.scale(loss * loss_scale).backward()
+        while True:
+            try:
+                out = self._forward_backward(inputs, targets, step_optimizer, loss_scale)
+                break
+            except torch.OutOfMemoryError as exc:
+                from hpml_bench.oom import after_oom
+
+                after_oom(self, exc, len(targets))  # raises the one line, or halves micro_batch
+        self._fresh_grads = step_optimizer
         if step_optimizer:
             with self.range("optimizer_step"):
                 self.optimizer_step()
-        return StepOutput(loss.detach(), self.logits_fn(outputs).detach(), targets, len(targets))
+        return out
+
+    micro_batch: Optional[int] = None  # set by trainer.auto_microbatch after an out-of-memory
+    _fresh_grads = True  # no gradient accumulated since the last optimizer step
+
+    def _forward_backward(self, inputs, targets, step_optimizer: bool, loss_scale: float) -> StepOutput:
+        """Forward and backward over the batch, in micro-batches of self.micro_batch when set
+        (each loss weighted by its share, so the gradients are the whole batch's)."""
+        n = len(targets)
+        size = self.micro_batch or n
+        losses, logits = [], []
+        for start in range(0, n, size):
+            x, y = inputs[start:start + size], targets[start:start + size]
+            if oom_above and len(y) > oom_above:  # HPML_SIMULATE_OOM_ABOVE: tests on CPU
+                raise torch.OutOfMemoryError(f"simulated out of memory: micro-batch {len(y)} > {oom_above}")
+            # DDP's no_sync must cover forward and backward together (synced on the last one).
+            with self.grad_sync(step_optimizer and start + size >= n):
+                with self.range("forward"), self.autocast():
+                    outputs = self.model(x)
+                    loss = self.loss_fn(outputs, y)
+                with self.range(self.backward_range):
+                    share = loss_scale if len(y) == n else loss_scale * len(y) / n
+                    self.scaler.scale(loss * share).backward()
+            self._fresh_grads = False
+            losses.append(loss.detach() if len(y) == n else loss.detach() * (len(y) / n))
+            logits.append(self.logits_fn(outputs).detach())
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+        return StepOutput(loss, logits[0] if len(logits) == 1 else torch.cat(logits), targets, n)
 
     # DDP names it "backward+allreduce": its gradient all-reduce overlaps the backward pass.
     backward_range = "backward"

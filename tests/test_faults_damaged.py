@@ -1,6 +1,8 @@
 """Fault: damaged files on disk (truncated, bit-flipped), caught before they do harm."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 
@@ -19,6 +21,7 @@ def flip_byte(path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow  # several runs, a real second process or a bitwise resume
 def test_damaged_last_falls_back_to_the_previous_and_resumes_to_the_same_result(hpml, tmp_path):
     assert hpml("train", *RUN, "run_dir=full").rc == 0
     assert hpml("train", *RUN, "trainer.keep_checkpoints=2", "run_dir=part").rc == 0

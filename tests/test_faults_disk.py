@@ -34,6 +34,7 @@ def tmpfs(tmp_path):
         subprocess.run(["umount", str(point)], check=False)
 
 
+@pytest.mark.slow  # several runs, a real second process or a bitwise resume
 def test_full_disk_stops_cleanly_and_resumes_to_the_same_result(hpml, tmp_path, tmpfs):
     tmpfs("small", "size=5m")
     r = hpml("train", *RUN, "run_dir=small/run")

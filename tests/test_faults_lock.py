@@ -33,6 +33,7 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow  # several runs, a real second process or a bitwise resume
 def test_live_run_is_refused_then_its_stale_lock_is_taken_over(hpml, tmp_path):
     proc = start_train(tmp_path, "trainer.epochs=1000", "run_dir=live")
     try:

@@ -1,6 +1,8 @@
 """Fault: a data-loader worker SIGKILLed (as the OOM killer does) or stuck, for real."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import signal
 import time
@@ -34,6 +36,7 @@ def fault_in_worker(monkeypatch, nth: int, action) -> None:
     monkeypatch.setattr(Shapes, "__getitem__", getitem)
 
 
+@pytest.mark.slow  # several runs, a real second process or a bitwise resume
 def test_killed_worker_is_one_line_with_a_mid_epoch_checkpoint(hpml, tmp_path, monkeypatch):
     assert hpml("train", *RUN, "run_dir=full").rc == 0
     with monkeypatch.context() as m:

@@ -88,7 +88,7 @@ def train_command(args: list[str]) -> int:
         if read_dist_env().rank == 0:  # a live run there: say who (other ranks wait for rank 0's lock)
             check_not_held(Path(cfg.resume or cfg.run_dir))
         check_run_folder(Path(cfg.resume or cfg.run_dir), cfg.resume)
-        check_writable(Path(cfg.resume or cfg.run_dir))  # before Hydra starts or any data is loaded
+        check_writable(Path(cfg.resume or cfg.run_dir), create=False)  # before Hydra starts or data loads
         nproc = getattr(cfg.strategy, "nproc_per_node", 1)
         from hpml_bench.strategies import STRATEGIES, world_size_to_be
 

@@ -82,11 +82,15 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.replace(tmp, path)
 
 
-def check_writable(run_dir: Path) -> None:
-    """Refuse a run folder that cannot be written at all, before any data is loaded."""
-    probe = Path(run_dir) / f".hpml.probe.{os.getpid()}"
+def check_writable(run_dir: Path, create: bool = True) -> None:
+    """Refuse a run folder that cannot be written at all, before any data is loaded.
+    create=False probes its nearest existing folder and makes nothing."""
+    folder = Path(run_dir)
+    while not create and not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    probe = folder / f".hpml.probe.{os.getpid()}"
     with writing(run_dir, probe):
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         with open(probe, "wb") as f:
             f.write(b"\0" * 4096)
             f.flush()

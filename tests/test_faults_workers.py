@@ -44,7 +44,9 @@ def test_killed_worker_is_one_line_with_a_mid_epoch_checkpoint(hpml, tmp_path, m
         r = hpml("train", *RUN, "run_dir=part")
     assert r.rc == 5, r.err
     line = error_line(r.err)
-    assert "data-loader worker (pid " in line and "was killed (Killed)" in line and "dataset.num_workers=2" in line, line
+    # torch reports it from its SIGCHLD handler ("killed by signal") or its queue poll ("exited unexpectedly")
+    assert "data-loader worker (pid " in line and ("was killed (Killed)" in line or "exited unexpectedly" in line), line
+    assert "dataset.num_workers=2" in line, line
     assert "saved at epoch 1 step" in line and "resume with: hpml train resume=part" in line, line
     state = load(tmp_path / "part/checkpoints/last.pt")
     assert state["epoch"] == 0 and 0 < state["step"] < 10

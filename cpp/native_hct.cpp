@@ -25,8 +25,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -40,8 +43,65 @@ struct Failure : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// SHA-256 (FIPS 180-4) of a file, hex: the artifact is checked against meta.json's "sha256".
+static std::string sha256_file(const fs::path& path) {
+  static const uint32_t K[64] = {
+      0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+      0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+      0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+      0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+      0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+      0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+      0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+      0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+  uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  auto rotr = [](uint32_t x, int n) { return (x >> n) | (x << (32 - n)); };
+  auto block = [&](const unsigned char* p) {
+    uint32_t w[64];
+    for (int i = 0; i < 16; ++i) w[i] = uint32_t(p[4 * i]) << 24 | uint32_t(p[4 * i + 1]) << 16 | uint32_t(p[4 * i + 2]) << 8 | p[4 * i + 3];
+    for (int i = 16; i < 64; ++i) {
+      uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+      uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
+    for (int i = 0; i < 64; ++i) {
+      uint32_t t1 = k + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
+      uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+      k = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
+    }
+    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += k;
+  };
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Failure("cannot read " + path.string());
+  std::vector<unsigned char> buf(1 << 20);
+  uint64_t total = 0;
+  size_t have = 0;  // bytes of an unfinished block at buf's start
+  while (true) {
+    in.read(reinterpret_cast<char*>(buf.data() + have), buf.size() - have);
+    size_t got = have + in.gcount();
+    total += in.gcount();
+    size_t whole = got / 64 * 64;
+    for (size_t off = 0; off < whole; off += 64) block(buf.data() + off);
+    have = got - whole;
+    std::memmove(buf.data(), buf.data() + whole, have);
+    if (!in) break;
+  }
+  unsigned char tail[128] = {0};
+  std::memcpy(tail, buf.data(), have);
+  tail[have] = 0x80;
+  size_t len = have + 1 + 8 <= 64 ? 64 : 128;
+  uint64_t bits = total * 8;
+  for (int i = 0; i < 8; ++i) tail[len - 1 - i] = (unsigned char)(bits >> (8 * i));
+  for (size_t off = 0; off < len; off += 64) block(tail + off);
+  char hex[65];
+  for (int i = 0; i < 8; ++i) std::snprintf(hex + 8 * i, 9, "%08x", h[i]);
+  return std::string(hex, 64);
+}
+
 struct Meta {
   std::string task, format;
+  std::string sha256;  // of the artifact, as hpml export recorded it
   int channels = 3, height = 0, width = 0, center_crop = 0;
   int static_batch = 0;  // 0: the artifact takes any batch; 1: exported with export.batch=1
   double scale = 1.0 / 255;
@@ -57,6 +117,7 @@ static Meta read_meta(const fs::path& file) {
   m.task = (std::string)json["task"];
   if (json["input"]["batch"].isInt()) m.static_batch = (int)json["input"]["batch"];
   m.format = (std::string)json["format"];
+  if (json["sha256"].isString()) m.sha256 = (std::string)json["sha256"];
   cv::FileNode pre = json["preprocess"];
   if (pre.empty()) throw Failure(file.string() + " has no \"preprocess\"; is it an hpml export's meta.json?");
   m.channels = (int)pre["channels"];
@@ -220,6 +281,9 @@ int main(int argc, char** argv) {
     if (meta.static_batch > 0 && runs > 0 && batch != meta.static_batch)
       throw Failure("--batch " + std::to_string(batch) + ": this artifact takes a batch of " +
                     std::to_string(meta.static_batch) + " (export.batch=1); export with export.batch=dynamic for others");
+    if (!meta.sha256.empty() && fs::is_regular_file(artifact) && sha256_file(artifact) != meta.sha256)
+      throw Failure(artifact.string() + " is damaged: its sha256 differs from " + meta_file.string() +
+                    "'s; export it again (hpml export)");
     Model model = load_model(artifact, meta.format);
     torch::NoGradGuard no_grad;
     auto files = list_images(images);

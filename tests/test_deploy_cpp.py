@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -120,6 +121,13 @@ def test_native_hct_errors_are_one_line(native_hct, classifier, images, tmp_path
     for proc, message in cases:
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr
         assert len([l for l in proc.stderr.splitlines() if l.startswith("error:")]) == 1
+    damaged = tmp_path / "damaged"  # a flipped byte in a copy of the export: refused before loading
+    shutil.copytree(classifier / "export" / "torchscript", damaged)
+    data = bytearray((damaged / "model.ts").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (damaged / "model.ts").write_bytes(bytes(data))
+    proc = _native(native_hct, damaged / "model.ts", images)
+    assert proc.returncode != 0 and "model.ts is damaged: its sha256 differs from" in proc.stderr, proc.stderr
     bench = _native(native_hct, art, images, "--bench", 5, "--batch", 2)
     assert bench.returncode == 0 and "latency_ms median=" in bench.stdout
 

@@ -71,12 +71,20 @@ def main(argv: list[str] | None = None) -> int:
             return _command_function(command)(rest) or 0
     except HpmlError as exc:
         return report_error(exc)
+    except Exception as exc:  # a full disk, a read-only or forbidden folder: one line, exit 4
+        from hpml_bench.runfolder import is_write_failure, write_error
+
+        if not is_write_failure(exc):
+            raise
+        return report_error(write_error(getattr(exc, "filename", None) or "a file", exc))
 
 
 def train_command(args: list[str]) -> int:
     from hpml_bench.config import check_group_choices, compose_train, to_train_config
     from hpml_bench.resume import with_restart_resume, with_resumed_overrides
-    from hpml_bench.runfolder import check_run_folder
+    from hpml_bench.runfolder import check_run_folder, check_writable
+    from hpml_bench.runlock import check_not_held
+    from hpml_bench.strategies.dist_env import read_dist_env
 
     if "--help" in args or "-h" in args:
         from hpml_bench.help import train_help
@@ -89,7 +97,10 @@ def train_command(args: list[str]) -> int:
         # Check the config and the run folder before Hydra makes a folder and starts,
         # so mistakes read as one line and leave nothing behind.
         cfg = to_train_config(compose_train(args))
+        if read_dist_env().rank == 0:  # a live run there: say who (other ranks wait for rank 0's lock)
+            check_not_held(Path(cfg.resume or cfg.run_dir))
         check_run_folder(Path(cfg.resume or cfg.run_dir), cfg.resume)
+        check_writable(Path(cfg.resume or cfg.run_dir), create=False)  # before Hydra starts or data loads
         nproc = getattr(cfg.strategy, "nproc_per_node", 1)
         from hpml_bench.strategies import STRATEGIES, world_size_to_be
 

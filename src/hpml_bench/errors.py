@@ -1,4 +1,13 @@
-"""The one exception type for a user's mistake, and how the CLI reports it."""
+"""The exceptions hpml reports in one line, their exit codes, and how the CLI reports them.
+
+Exit codes (scripts and schedulers may branch on them):
+  0  success (also a preempted run that was requeued)
+  2  a user's mistake, a run folder held by another live run, a damaged file, GPU out of memory
+  3  non-finite loss or gradients (trainer.on_nonfinite)
+  4  a file could not be written (disk full, quota, read-only, permission); resume once fixed
+  5  a data-loader worker died (killed, OOM killer) or stuck past dataset.timeout_s
+  128+N  stopped by signal N after a checkpoint (SIGTERM 143, Ctrl-C 130)
+"""
 from __future__ import annotations
 
 import os
@@ -12,13 +21,33 @@ class HpmlError(Exception):
     The message names what is wrong and how to fix it, in one line.
     """
 
+    exit_code = 2
+
+
+class NonFiniteError(HpmlError):
+    """The loss or the gradients became NaN/inf (trainer.on_nonfinite)."""
+
+    exit_code = 3
+
+
+class WriteError(HpmlError):
+    """A file hpml writes could not be written (ENOSPC, EDQUOT, EROFS, EACCES)."""
+
+    exit_code = 4
+
+
+class WorkerLostError(HpmlError, RuntimeError):
+    """A data-loader worker was killed or stuck past dataset.timeout_s."""
+
+    exit_code = 5
+
 
 def report_error(exc: BaseException) -> int:
-    """Print `error: <one line>` (the traceback too when HPML_DEBUG=1); returns exit code 2."""
+    """Print `error: <one line>` (the traceback too when HPML_DEBUG=1); returns the exit code."""
     if os.environ.get("HPML_DEBUG") == "1":
         traceback.print_exc()
     message = str(exc).strip()
     if "Original Traceback" in message:  # raised in a DataLoader worker: keep the worker's own line
         message = message.splitlines()[-1].split(": ", 1)[-1]
     print(f"error: {message}", file=sys.stderr)
-    return 2
+    return getattr(exc, "exit_code", 2)

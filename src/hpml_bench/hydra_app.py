@@ -1,6 +1,7 @@
 """The Hydra application behind `hpml train` (so -m, --cfg and --help work as in Hydra)."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -9,7 +10,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from hpml_bench import config  # noqa: F401  (stores the schemas and resolvers)
-from hpml_bench.errors import HpmlError, report_error
+from hpml_bench.errors import HpmlError, WriteError, report_error
+from hpml_bench.runfolder import LAST, is_write_failure, shown, write_error
 
 
 # hpml's conf/ (the repository's top level, or the wheel's hpml_bench/conf); the user's folder
@@ -22,10 +24,17 @@ def _train(cfg: DictConfig) -> None:
     run_dir = Path(hc.runtime.output_dir)
     try:
         run_training(cfg, run_dir, list(hc.overrides.task), OmegaConf.to_container(hc.runtime.choices))
-    except HpmlError as exc:
-        if run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # Hydra made it for this run; a failed start leaves no empty folder
-        sys.exit(report_error(exc))
+    except Exception as exc:
+        if not isinstance(exc, HpmlError) and not is_write_failure(exc):
+            raise
+        error = write_error(getattr(exc, "filename", None) or run_dir, exc) if not isinstance(exc, HpmlError) else exc
+        if isinstance(error, WriteError):  # stopped cleanly: say how to go on
+            resume = f"resume with: hpml train resume={shown(run_dir)}" if (run_dir / LAST).is_file() else "run again"
+            error = WriteError(f"{error}, then {resume}")
+        with contextlib.suppress(OSError):
+            if run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()  # Hydra made it for this run; a failed start leaves no empty folder
+        sys.exit(report_error(error))
 
 
 def run(overrides: list[str]) -> int:

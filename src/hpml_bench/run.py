@@ -23,7 +23,10 @@ from hpml_bench.models.provenance import record_model_source
 from hpml_bench.preempt import StopRequest, finish_stopped_run, restart_resume
 from hpml_bench.optim import build_optimizer, build_scheduler
 from hpml_bench.config_dirs import record_config_dir
-from hpml_bench.runfolder import CONFIG, LAST, OVERRIDES, atomic_write_text, check_run_folder
+from hpml_bench.errors import WorkerLostError
+from hpml_bench.runlock import RunLock
+from hpml_bench.workers import save_after_lost_worker, worker_lost
+from hpml_bench.runfolder import CONFIG, LAST, OVERRIDES, atomic_write_text, check_run_folder, check_writable
 from hpml_bench.strategies import StepSettings, Strategy, build_strategy
 from hpml_bench.tasks import build_task
 from hpml_bench.trainer import Trainer
@@ -37,12 +40,17 @@ def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), cho
     # also covers jobs that do not start through `hpml train` (submitit sweeps).
     checkpoint = check_run_folder(run_dir, cfg.resume or restart_resume(run_dir))
     t = cfg.trainer
-    strategy = build_strategy(cfg.strategy, StepSettings(cfg.device, t.precision, t.channels_last, t.compile, t.grad_clip_norm))
+    strategy = build_strategy(cfg.strategy, StepSettings(cfg.device, t.precision, t.channels_last, t.compile, t.grad_clip_norm,
+                                                          t.on_nonfinite == "skip", t.auto_microbatch))
     type(strategy).preflight(cfg, strategy.world_size)
     stop = StopRequest(t.requeue_signal, t.stop_check_every)  # preemption, Ctrl-C (handlers from fit on)
     strategy.setup()
+    lock = None
     try:
         run_dir = _shared_run_dir(strategy, run_dir)
+        if strategy.is_main:  # before any data is loaded
+            check_writable(run_dir)
+            lock = RunLock(run_dir).acquire()
         trainer = _build_trainer(cfg, dcfg, strategy, run_dir, choices or {}, stop)
         if checkpoint is not None:
             _resume(trainer, strategy, checkpoint)
@@ -50,12 +58,20 @@ def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), cho
             _write_config(dcfg, run_dir, overrides)
             record_model_source(run_dir, cfg.model)
         stop.install()  # only now: a signal during start-up still ends the process at once
-        history = trainer.fit()
+        try:
+            history = trainer.fit()
+        except RuntimeError as exc:  # torch's SIGCHLD handler raises it wherever the loop is
+            lost = exc if isinstance(exc, WorkerLostError) else worker_lost(exc, trainer.train_loader)
+            if lost is None:
+                raise
+            raise save_after_lost_worker(trainer, strategy, run_dir / LAST, run_dir, lost) from exc
         if trainer.stopped_at:
             finish_stopped_run(stop, trainer, strategy, run_dir, run_dir / LAST)
     finally:
         strategy.teardown()
         stop.uninstall()
+        if lock is not None:
+            lock.release()
     if trainer.stopped_at:
         raise SystemExit(stop.exit_code)
     return history

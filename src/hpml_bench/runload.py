@@ -69,8 +69,14 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
         raise HpmlError(f"run={run_dir} is not a folder; give a run folder such as runs/<id>")
     cfg = load_config(run_dir)
     path = checkpoint_path(run_dir, checkpoint)
+    from hpml_bench.integrity import load_checkpoint_file
+    from hpml_bench.runlock import reading_checkpoint
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with reading_checkpoint(run_dir):  # refused while a training run is writing a checkpoint
+            state = load_checkpoint_file(path)  # checks the sha256 recorded beside it
+    except HpmlError:
+        raise
     except Exception as exc:
         raise HpmlError(f"checkpoint {path} could not be read ({type(exc).__name__}); it is corrupt or not an hpml checkpoint") from exc
     model = build_model_from_config(cfg.model)

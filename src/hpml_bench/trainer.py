@@ -12,7 +12,9 @@ from torch.utils.data import DataLoader
 
 from hpml_bench.callbacks.base import Callback
 from hpml_bench.errors import HpmlError
+from hpml_bench.finite import FiniteWatch
 from hpml_bench.flops import Throughput
+from hpml_bench.workers import watch_workers
 from hpml_bench.preempt import NoStop
 from hpml_bench.strategies import Strategy
 from hpml_bench.strategies.base import compile_mode
@@ -53,6 +55,18 @@ class TrainerConfig:
     unfreeze_at_epoch: Optional[int] = None
     # Peak dense TFLOP/s of one device for MFU; null = hpml's table of GPUs (none on CPU).
     peak_tflops: Optional[float] = None
+    # A NaN/inf loss or gradient: stop (exit 3, the last finite checkpoint kept) | skip (drop
+    # that optimizer step, as GradScaler does; one host sync per optimizer step).
+    on_nonfinite: str = "stop"
+    # on_nonfinite=skip: stop after this many dropped optimizer steps in a row.
+    max_nonfinite_steps: int = 10
+    # A checkpoint that cannot be written (disk full, quota, read-only): stop (exit 4, with the
+    # resume command) | warn (train on; the next checkpoint is tried again).
+    on_write_error: str = "stop"
+    # last.pt plus K-1 older ones (last.1.pt, ...): a damaged last.pt falls back to the newest intact one.
+    keep_checkpoints: int = 1
+    # On GPU out-of-memory: halve the micro-batch and accumulate (same global batch), printed once.
+    auto_microbatch: bool = False
 
     def __post_init__(self):
         for knob in ("epochs", "grad_accum_steps"):
@@ -67,6 +81,14 @@ class TrainerConfig:
             raise HpmlError(f"trainer.peak_tflops={self.peak_tflops} must be positive (TFLOP/s of one device)")
         if self.progress not in ("auto", "always", "never"):
             raise HpmlError(f"trainer.progress={self.progress}: use auto, always or never")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise HpmlError(f"trainer.on_nonfinite={self.on_nonfinite}: use stop or skip")
+        if self.on_write_error not in ("stop", "warn"):
+            raise HpmlError(f"trainer.on_write_error={self.on_write_error}: use stop or warn")
+        if self.keep_checkpoints <= 0:
+            raise HpmlError(f"trainer.keep_checkpoints={self.keep_checkpoints} must be 1 or more")
+        if self.max_nonfinite_steps <= 0:
+            raise HpmlError(f"trainer.max_nonfinite_steps={self.max_nonfinite_steps} must be positive")
 
 
 class Trainer:
@@ -88,6 +110,8 @@ class Trainer:
         self._resume_rng = None
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
+        self.finite = FiniteWatch(cfg.on_nonfinite, cfg.max_nonfinite_steps)
+        self.position = (0, 0)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -125,22 +149,34 @@ class Trainer:
         self._fire("on_train_epoch_start")
         steps = self.steps_per_epoch
         accum = self.cfg.grad_accum_steps
+        self.finite.start_epoch(steps, first, self.strategy.device)
+        self.position = (epoch, first)  # (epoch, batches done) at the last optimizer step
         self._fire("on_fetch_start")
         for i, batch in enumerate(self._batches(), start=first):
             self._fire("on_fetch_end")
             last = i + 1 == steps
             out = self.strategy.train_step(batch, step_optimizer=(i + 1) % accum == 0 or last, loss_scale=1 / accum)
+            self.finite.see(i, out.loss)  # a reference; read at the checks below
+            if (i + 1) % accum == 0:
+                self.position = (epoch, i + 1)
+            self.finite.check_dropped(self, epoch, i)
             if out.n:  # a pipeline's earlier stages see no outputs
                 self.train_metrics.update(out.logits, out.targets)
-            loss_sum += out.loss * out.n
+            loss_sum += out.loss * out.n if self.cfg.on_nonfinite == "stop" else torch.nan_to_num(out.loss * out.n, 0, 0, 0)
             samples += out.n
             self._fire("on_step_end", out)
             if last:
                 break
+            if (i + 1) % self.cfg.stop_check_every == 0:
+                self.finite.check(self, epoch, i)
             if (i + 1) % accum == 0 and self.stop.should_stop(self.strategy, i):
+                self.finite.check(self, epoch, i)  # never a checkpoint past an unread flag
                 self.stopped_at = (epoch, i + 1)
                 return record
             self._fire("on_fetch_start")
+        self.finite.check(self, epoch, steps - 1)
+        self.finite.check_weights(self, epoch)
+        self.finite.report_dropped(self, epoch)
         self._fire("on_train_epoch_end", record)  # the timer fills data_s / train_s / run_s
         record.update(self._reduced_scores("train", loss_sum, samples, self.train_metrics))
         return self._reduce_over_ranks(record, samples)
@@ -152,7 +188,7 @@ class Trainer:
         if self._resume_rng is not None:
             _set_rng(self._resume_rng)
             self._resume_rng = None
-        return batches
+        return watch_workers(batches, self.train_loader)
 
     def _reduce_over_ranks(self, record: dict[str, Any], samples: int) -> dict[str, Any]:
         """Times and memory: the slowest rank's; samples: every rank's, summed."""

@@ -21,7 +21,8 @@ def build_callbacks(cfg, strategy, task, run_dir: Path, info: dict[str, Any], co
     callbacks: list[Callback] = [EpochTimer(cfg.trainer.timing)]
     if cfg.trainer.checkpoint_every > 0:
         callbacks.append(Checkpointer(run_dir / "checkpoints", cfg.trainer.checkpoint_every,
-                                      task.monitor, task.monitor_higher_is_better))
+                                      task.monitor, task.monitor_higher_is_better, cfg.trainer.on_write_error,
+                                      cfg.trainer.keep_checkpoints))
     if cfg.model.freeze_backbone:  # every rank: it sets BatchNorm modes and requires_grad
         from hpml_bench.transfer import BackboneFreeze
 

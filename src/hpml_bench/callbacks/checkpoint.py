@@ -1,17 +1,20 @@
 """Checkpoints: last.pt every N epochs, best.pt when the monitored metric improves."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from hpml_bench.callbacks.base import Callback
+from hpml_bench.errors import WriteError
 
 
 class Checkpointer(Callback):
     """Runs on every rank (a sharded strategy gathers collectively); the strategy writes
     on the main rank only, to a temp file that is then renamed."""
 
-    def __init__(self, folder: Path, every_epochs: int, monitor: str, higher_is_better: bool):
-        self.folder, self.every = folder, every_epochs
+    def __init__(self, folder: Path, every_epochs: int, monitor: str, higher_is_better: bool,
+                 on_write_error: str = "stop", keep: int = 1):
+        self.folder, self.every, self.on_write_error, self.keep = folder, every_epochs, on_write_error, keep
         self.monitor, self.higher = monitor, higher_is_better
         self.best = None
 
@@ -25,8 +28,14 @@ class Checkpointer(Callback):
         if not (record["epoch"] % self.every == 0 or last_epoch):
             return
         state = trainer.state_dict()
-        trainer.strategy.save_checkpoint(self.folder / "last.pt", state)
-        score = record.get(self.monitor)
-        if score is not None and (self.best is None or (score > self.best if self.higher else score < self.best)):
-            self.best = score
-            trainer.strategy.save_checkpoint(self.folder / "best.pt", {"model": state["model"], "epoch": state["epoch"], self.monitor: score})
+        try:
+            trainer.strategy.save_checkpoint(self.folder / "last.pt", state, self.keep)
+            score = record.get(self.monitor)
+            if score is not None and (self.best is None or (score > self.best if self.higher else score < self.best)):
+                trainer.strategy.save_checkpoint(self.folder / "best.pt", {"model": state["model"], "epoch": state["epoch"], self.monitor: score})
+                self.best = score
+        except WriteError as exc:
+            if self.on_write_error != "warn":
+                raise
+            print(f"warning: {exc}; training goes on (trainer.on_write_error=warn), the next checkpoint tries again",
+                  file=sys.stderr, flush=True)

@@ -45,6 +45,8 @@ class DatasetConfig:
     # fork, forkserver or spawn.
     worker_start: str = "auto"
     prefetch_factor: Optional[int] = None  # batches each worker loads ahead; null: PyTorch's default
+    # Seconds a loader worker may take for one batch before the run stops (exit 5); 0 = wait forever.
+    timeout_s: float = 0
     drop_last: bool = False  # drop the last incomplete training batch
     augment: bool = True  # random flips (and crops where set) on the training split
 
@@ -149,6 +151,7 @@ def _loader(cfg: DatasetConfig, ds: Dataset, sampler, batch_size: int, drop_last
         prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
         multiprocessing_context=worker_context(start, ds) if workers > 0 else None,
         drop_last=drop_last,
+        timeout=cfg.timeout_s if workers > 0 else 0,
     )
 
 

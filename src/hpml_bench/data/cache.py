@@ -29,6 +29,7 @@ from hpml_bench.data.batch_transforms import BatchAugment
 from hpml_bench.data.collate import Batch
 from hpml_bench.data.files import CorruptImage, FileDatasetConfig, FileImages, augment_transform, finish
 from hpml_bench.errors import HpmlError
+from hpml_bench.integrity import check_files, file_records
 
 VERSION = 1
 # Settings that do not change what the cache holds.
@@ -102,7 +103,9 @@ def prepare_cache(cfg: FileDatasetConfig, task: str) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         splits = {split: _write_split(ds, tmp, split, cfg.num_workers) for split, ds in (("train", train), ("val", val))}
-        index = {"settings": cache_settings(cfg, task), "splits": splits, "seconds": time.perf_counter() - start}
+        files = file_records(tmp, sorted(p.name for p in tmp.glob("*.npy")))  # checked when a run loads it
+        index = {"settings": cache_settings(cfg, task), "splits": splits, "files": files,
+                 "seconds": time.perf_counter() - start}
         (tmp / "index.json").write_text(json.dumps(index, indent=2))
         _swap_in(tmp, final)
     finally:
@@ -193,10 +196,12 @@ def load_cache(cfg: FileDatasetConfig, task: str) -> tuple[CachedImages, CachedI
     if not index_file.is_file():
         raise HpmlError(f"dataset.cache=true but there is no cache at {folder}; build it with "
                         f"`hpml prepare dataset={cfg.name} dataset.root={cfg.root}` (same dataset overrides)")
-    built = json.loads(index_file.read_text())["settings"]
+    index = json.loads(index_file.read_text())
+    built = index["settings"]
     wanted = cache_settings(cfg, task)
     differ = [f"{k}={built.get(k)!r} (run asks {v!r})" for k, v in wanted.items() if built.get(k) != v]
     if differ:
         raise HpmlError(f"the cache at {folder} was built with other settings: {'; '.join(differ)}; "
                         f"run `hpml prepare` again with this run's dataset overrides, or set dataset.cache=false")
+    check_files(folder, index.get("files", {}), f"re-run `hpml prepare dataset={cfg.name} dataset.root={cfg.root}`")
     return (CachedImages(folder, "train", cfg, task, train=True), CachedImages(folder, "val", cfg, task, train=False))

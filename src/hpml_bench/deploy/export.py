@@ -20,7 +20,7 @@ from hpml_bench.deploy.formats import FORMATS, per_sample
 from hpml_bench.runload import TrainedRun, load_trained
 from hpml_bench.deploy.validate import RunData, int8_accuracy, parity
 from hpml_bench.errors import HpmlError
-from hpml_bench.runfolder import atomic_write_json
+from hpml_bench.runfolder import atomic_write_json, is_write_failure, write_error
 
 ARTIFACT = "model"
 META = "meta.json"
@@ -108,6 +108,8 @@ def export_run(trained: TrainedRun, fmt, data: RunData, cfg: ExportConfig) -> Pa
         except HpmlError:
             raise
         except Exception as exc:
+            if is_write_failure(exc):
+                raise write_error(final / path.name, exc) from exc
             raise HpmlError(f"format={fmt.name} cannot export model {trained.model_name}: {_first_line(exc)}") from exc
         check = int8_accuracy(trained, runner, data, cfg.int8_max_drop) if fmt.name == "int8" else \
             parity(trained, runner, data, cfg.tolerance, fmt.name)

@@ -6,6 +6,8 @@ dynamic everywhere (torch.export specialises batch 1, so examples have batch >= 
 """
 from __future__ import annotations
 
+import io
+
 from pathlib import Path
 
 import torch
@@ -57,7 +59,9 @@ class TorchScript(Format):
     def save(self, model, example, path, ctx):
         with quiet(), torch.no_grad():
             traced = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False))
-            torch.jit.save(traced, str(path))
+            buffer = io.BytesIO()  # to a file, a full disk aborts the process inside torch.jit.save
+            torch.jit.save(traced, buffer)
+        path.write_bytes(buffer.getvalue())  # a plain OSError (ENOSPC) instead
 
     def load(self, path):
         with quiet():

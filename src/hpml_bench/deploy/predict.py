@@ -54,7 +54,13 @@ def load_predictor(run_dir: Path, fmt: str, checkpoint: str):
         raise HpmlError(f"no {fmt} export in {folder}; run: hpml export run={run_dir} format={fmt}"
                         + ("" if checkpoint == "best" else f" checkpoint={checkpoint}"))
     meta = json.loads((folder / META).read_text())
-    run = FORMATS.get(fmt)().load(folder / meta["file"])
+    artifact = folder / meta["file"]
+    from hpml_bench.integrity import file_sha256
+
+    if meta.get("sha256") and artifact.is_file() and file_sha256(artifact) != meta["sha256"]:
+        raise HpmlError(f"{artifact} is damaged: its sha256 differs from {folder / META}'s; "
+                        f"export it again: hpml export run={run_dir} format={fmt}")
+    run = FORMATS.get(fmt)().load(artifact)
     return (per_sample(run) if meta.get("input", {}).get("batch") == 1 else run), meta
 
 

@@ -21,6 +21,8 @@ from hpml_bench.errors import HpmlError
 from hpml_bench.registry import Registry
 
 STRATEGIES: Registry = Registry("strategy")
+# A simulated out-of-memory above this micro-batch size (tests on CPU); 0 = none.
+oom_above = int(os.environ.get("HPML_SIMULATE_OOM_ABOVE", "0") or 0)
 
 _AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _NO_RANGE = contextlib.nullcontext()  # reentrant: one instance serves every step
@@ -59,6 +61,10 @@ class StepSettings:
     channels_last: bool = False
     compile: Any = "off"  # off | default | reduce-overhead | max-autotune (True/False: default/off)
     grad_clip_norm: Optional[float] = None
+    # trainer.on_nonfinite=skip: drop an optimizer step whose gradients are NaN/inf.
+    skip_nonfinite: bool = False
+    # trainer.auto_microbatch: on out-of-memory, halve the micro-batch and accumulate.
+    auto_microbatch: bool = False
 
 
 @dataclass
@@ -213,17 +219,46 @@ class Strategy:
         loss_scale divides the loss for gradient accumulation over several calls.
         """
         inputs, targets = self.to_device(batch)
-        # DDP's no_sync must cover forward and backward together.
-        with self.grad_sync(step_optimizer):
-            with self.range("forward"), self.autocast():
-                outputs = self.model(inputs)
-                loss = self.loss_fn(outputs, targets)
-            with self.range(self.backward_range):
-                self.scaler.scale(loss * loss_scale).backward()
+        while True:
+            try:
+                out = self._forward_backward(inputs, targets, step_optimizer, loss_scale)
+                break
+            except torch.OutOfMemoryError as exc:
+                from hpml_bench.oom import after_oom
+
+                after_oom(self, exc, len(targets))  # raises the one line, or halves micro_batch
+        self._fresh_grads = step_optimizer
         if step_optimizer:
             with self.range("optimizer_step"):
                 self.optimizer_step()
-        return StepOutput(loss.detach(), self.logits_fn(outputs).detach(), targets, len(targets))
+        return out
+
+    micro_batch: Optional[int] = None  # set by trainer.auto_microbatch after an out-of-memory
+    _fresh_grads = True  # no gradient accumulated since the last optimizer step
+
+    def _forward_backward(self, inputs, targets, step_optimizer: bool, loss_scale: float) -> StepOutput:
+        """Forward and backward over the batch, in micro-batches of self.micro_batch when set
+        (each loss weighted by its share, so the gradients are the whole batch's)."""
+        n = len(targets)
+        size = self.micro_batch or n
+        losses, logits = [], []
+        for start in range(0, n, size):
+            x, y = inputs[start:start + size], targets[start:start + size]
+            if oom_above and len(y) > oom_above:  # HPML_SIMULATE_OOM_ABOVE: tests on CPU
+                raise torch.OutOfMemoryError(f"simulated out of memory: micro-batch {len(y)} > {oom_above}")
+            # DDP's no_sync must cover forward and backward together (synced on the last one).
+            with self.grad_sync(step_optimizer and start + size >= n):
+                with self.range("forward"), self.autocast():
+                    outputs = self.model(x)
+                    loss = self.loss_fn(outputs, y)
+                with self.range(self.backward_range):
+                    share = loss_scale if len(y) == n else loss_scale * len(y) / n
+                    self.scaler.scale(loss * share).backward()
+            self._fresh_grads = False
+            losses.append(loss.detach() if len(y) == n else loss.detach() * (len(y) / n))
+            logits.append(self.logits_fn(outputs).detach())
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+        return StepOutput(loss, logits[0] if len(logits) == 1 else torch.cat(logits), targets, n)
 
     # DDP names it "backward+allreduce": its gradient all-reduce overlaps the backward pass.
     backward_range = "backward"
@@ -232,7 +267,17 @@ class Strategy:
         """Context that skips gradient all-reduce on accumulation steps (DDP's no_sync)."""
         return contextlib.nullcontext()
 
+    # Optimizer steps dropped in a row for NaN/inf gradients (trainer.on_nonfinite=skip).
+    nonfinite_in_a_row = 0
+    nonfinite_dropped = 0  # in the whole run
+
     def optimizer_step(self) -> None:
+        if self.step.skip_nonfinite and self._nonfinite_gradients():
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_in_a_row += 1
+            self.nonfinite_dropped += 1
+            return
+        self.nonfinite_in_a_row = 0
         if self.step.grad_clip_norm:
             self.scaler.unscale_(self.optimizer)
             self.clip_gradients(self.step.grad_clip_norm)
@@ -241,6 +286,16 @@ class Strategy:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None:
             self.scheduler.step()
+
+    def _nonfinite_gradients(self) -> bool:
+        """Any rank's gradients NaN/inf? One host sync per optimizer step, as GradScaler's own
+        skip costs (fp16 leaves it to GradScaler, whose inf steps are expected)."""
+        if self.scaler.is_enabled():
+            return False
+        from hpml_bench.finite import all_finite
+
+        ok = all_finite([p.grad for g in self.optimizer.param_groups for p in g["params"]])
+        return bool(self.reduce((~ok).float().reshape(1).cpu(), "max").item())
 
     def clip_gradients(self, max_norm: float) -> None:
         nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
@@ -298,25 +353,39 @@ class Strategy:
     def load_optimizer_state(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state)
 
-    def save_checkpoint(self, path: Path, state: dict[str, Any]) -> None:
-        """Written by the main rank to a temp file, then renamed: never a half file."""
+    def save_checkpoint(self, path: Path, state: dict[str, Any], keep: int = 1) -> None:
+        """Written by the main rank to a temp file, then renamed: never a half file; `keep`-1
+        older ones are kept as <name>.1.pt, ... (trainer.keep_checkpoints)."""
         if self.is_main:
-            atomic_torch_save(state, path)
+            from hpml_bench.runlock import writing_checkpoint
+
+            with writing_checkpoint(path.parent):  # export / cam / predict do not read meanwhile
+                atomic_torch_save(state, path, keep)
         self.barrier()
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise HpmlError(f"checkpoint {path} could not be read ({type(exc).__name__}); it is corrupt or not an hpml checkpoint") from exc
+        """Checked against its sha256 side file; a damaged last.pt falls back to an older one."""
+        from hpml_bench.integrity import load_checkpoint_file
+
+        return load_checkpoint_file(path)
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def atomic_torch_save(obj: Any, path: Path, keep: int = 1) -> None:
+    """Temp file, fsync, rename, then its sha256 beside it (<name>.sha256); a full disk is
+    WriteError with the temp file removed. keep > 1 rotates older copies only once the new
+    file is whole."""
+    from hpml_bench.integrity import HashingWriter, rotate, side_file
+    from hpml_bench.runfolder import atomic_write_text, writing
+
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())  # on disk before the rename: a crash leaves the old file or the new one
-    os.replace(tmp, path)
+    with writing(path, tmp):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            hashing = HashingWriter(f)
+            torch.save(obj, hashing)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: a crash leaves the old file or the new one
+        rotate(path, keep)
+        os.replace(tmp, path)
+    atomic_write_text(side_file(path), f"{hashing.digest.hexdigest()}  {path.name}\n")
 

@@ -1,0 +1,132 @@
+"""Damaged files caught before they do harm: checkpoint sha256 side files, rotated older
+checkpoints (trainer.keep_checkpoints), and the cache's per-file size + sampled-block hash.
+
+Checkpoints: `last.pt.sha256` (sha256sum's format) is written beside each checkpoint; the hash is
+computed while torch.save writes (no second read). Loading hashes the file once more (about the
+cost of reading it) and, for a damaged last.pt, falls back to the newest intact `last.<k>.pt`.
+Caches: `hpml prepare` records each file's size, full sha256 and a hash of 64 sampled 64 KiB
+blocks; a run checks the size and the sampled blocks (at most 4 MiB read per file, whatever
+its size); `HPML_VERIFY_CACHE=full` checks the full sha256 instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from hpml_bench.errors import HpmlError
+
+BLOCK = 1 << 16
+SAMPLES = 64
+
+
+class HashingWriter:
+    """A binary file that hashes what is written to it (torch.save writes through it)."""
+
+    def __init__(self, f: BinaryIO):
+        self.f, self.digest = f, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def side_file(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sampled_sha256(path: Path) -> str:
+    """sha256 of the size and of SAMPLES blocks spread evenly over the file (the last included)."""
+    size = os.path.getsize(path)
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        starts = sorted({max(0, min(size - BLOCK, k * (size - BLOCK) // max(1, SAMPLES - 1))) for k in range(SAMPLES)})
+        for start in starts:
+            f.seek(start)
+            digest.update(f.read(BLOCK))
+    return digest.hexdigest()
+
+
+def rotated(path: Path, k: int) -> Path:
+    """last.pt -> last.1.pt, last.2.pt, ... (k >= 1: older)."""
+    return path.with_name(f"{path.stem}.{k}{path.suffix}")
+
+
+def rotate(path: Path, keep: int) -> None:
+    """Shift path -> path.1 -> ... keeping keep-1 older copies (with their side files)."""
+    for k in range(keep - 1, 0, -1):
+        older = path if k == 1 else rotated(path, k - 1)
+        for src, dst in ((older, rotated(path, k)), (side_file(older), side_file(rotated(path, k)))):
+            if src.exists():
+                os.replace(src, dst)
+
+
+def damage(path: Path) -> str | None:
+    """Why `path` is not the file its side file describes (None: intact or no side file)."""
+    recorded = side_file(path)
+    if not recorded.is_file():
+        return None
+    expected = recorded.read_text().split()[0] if recorded.read_text().strip() else ""
+    actual = file_sha256(path)
+    return None if actual == expected else f"sha256 {actual[:12]}... but {recorded.name} records {expected[:12]}..."
+
+
+def load_checkpoint_file(path: Path) -> dict[str, Any]:
+    """torch.load of a checked checkpoint; a damaged last.pt falls back to the newest intact
+    rotated one (trainer.keep_checkpoints) with a warning."""
+    import torch
+
+    candidates = [path] + [rotated(path, k) for k in range(1, 100) if rotated(path, k).is_file()]
+    reasons = []
+    for candidate in candidates:
+        if not candidate.is_file():
+            continue
+        why = damage(candidate)
+        if why is None:
+            try:
+                state = torch.load(candidate, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                why = f"unreadable ({type(exc).__name__})"
+            else:
+                if candidate != path:
+                    print(f"warning: {path} is damaged ({reasons[0]}); falling back to {candidate.name}"
+                          f" (epoch {state.get('epoch', '?')})", file=sys.stderr, flush=True)
+                return state
+        reasons.append(why)
+    hint = ("" if len(candidates) > 1 else
+            "; trainer.keep_checkpoints=2 (or more) keeps older checkpoints to fall back to")
+    raise HpmlError(f"checkpoint {path} is damaged ({reasons[0] if reasons else 'missing'}) and no intact older "
+                    f"checkpoint is beside it{hint}")
+
+
+def file_records(folder: Path, names: list[str]) -> dict[str, dict]:
+    """What index.json records of each cache file: size, full sha256, sampled-block sha256."""
+    return {name: {"size": os.path.getsize(folder / name), "sha256": file_sha256(folder / name),
+                   "sampled_sha256": sampled_sha256(folder / name)} for name in names}
+
+
+def check_files(folder: Path, records: dict[str, dict], fix: str) -> None:
+    """Refuse (one line) a cache whose files differ from index.json's records."""
+    full = os.environ.get("HPML_VERIFY_CACHE") == "full"
+    for name, rec in records.items():
+        file = folder / name
+        if not file.is_file():
+            raise HpmlError(f"cache file {file} is missing; {fix}")
+        size = os.path.getsize(file)
+        if size != rec["size"]:
+            raise HpmlError(f"cache file {file} is damaged ({size} bytes, the index says {rec['size']}: truncated?); {fix}")
+        if (file_sha256(file) != rec["sha256"]) if full else (sampled_sha256(file) != rec["sampled_sha256"]):
+            raise HpmlError(f"cache file {file} is damaged (its content differs from the index's checksum); {fix}")

@@ -109,8 +109,8 @@ def test_cam_and_a_bench_whose_cells_use_it(project):
     cli(project, "cam", "run=runs/base", "images=images/img00_16.png")
     assert (project / "runs/base/cam/img00_16_gradcam.png").stat().st_size > 1000
     bench = project / "mybench.yaml"
-    base = ", ".join([*MODEL, *TINY, "trainer.checkpoint_every=0"])
-    bench.write_text(f"name: mybench\nfull:\n  base: [{base}]\n  axes: {{dataset.batch_size: [8, 16]}}\n"
+    base = "".join(f"    - '{o}'\n" for o in [*MODEL, *TINY, "trainer.checkpoint_every=0"])  # quoted: [features]
+    bench.write_text(f"name: mybench\nfull:\n  base:\n{base}  axes: {{dataset.batch_size: [8, 16]}}\n"
                      f"  baseline: {{dataset.batch_size: 8}}\n")
     cli(project, "bench", f"bench={bench}", "bench.out_dir=bench_out")
     tidy = pd.read_csv(project / "bench_out/bench.csv")

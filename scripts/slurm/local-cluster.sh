@@ -9,12 +9,14 @@
 # Installs slurmctld/slurmd/slurm-client/munge with apt-get when they are missing (Debian/Ubuntu).
 # Fast requeue settings (cred_expire=10, 5 s scheduler passes) so a requeued job restarts in ~12 s
 # instead of ~120 s. HPML_FAKE_GPUS=N (default 2) adds N fake GPU devices per node for
-# --gres=gpu:N scheduling (character devices; the jobs still run on the CPU).
+# --gres=gpu:N scheduling (character devices; the jobs still run on the CPU); HPML_NODE_CPUS=N
+# (default 4) the CPUs each node of a multi-node cluster declares.
 set -euo pipefail
 STATE=${HPML_SLURM_STATE:-/var/tmp/hpml-slurm}
 CONF=/etc/slurm/slurm.conf
 GPUS=${HPML_FAKE_GPUS:-2}
 NODES=1
+NODE_CPUS=${HPML_NODE_CPUS:-4}  # CPUs each node declares (they share this machine's cores)
 NET=10.213.7          # a private /24 of our own: the bridge is .1, node i is .(10+i)
 BRIDGE=hpmlbr0
 TAG="# hpml local-cluster"  # marks our /etc/hosts lines; down removes exactly these
@@ -67,12 +69,13 @@ write_conf() {
     for i in $(seq 1 "$NODES"); do
       node=hpml-n$i
       [ "$GPUS" -gt 0 ] && echo "NodeName=$node Name=gpu $(fake_gpus "$STATE/gpu/$node")" >> /etc/slurm/gres.conf
-      lines+="NodeName=$node NodeAddr=$NET.$((10 + i)) CPUs=2 RealMemory=4000 $gres State=UNKNOWN"$'\n'
+      lines+="NodeName=$node NodeAddr=$NET.$((10 + i)) CPUs=$NODE_CPUS RealMemory=4000 $gres State=UNKNOWN"$'\n'
     done
     nodes="hpml-n[1-$NODES]"
     # slurmctld accepts only this host's own name as SlurmctldHost; the nodes reach it on the bridge.
     # %n: one spool folder, pid file and log per node. task/none: no cgroup setup per namespace.
-    set -- "SlurmctldHost=$host($NET.1)" "TaskPlugin=task/none" "SlurmdSpoolDir=$STATE/d/%n" \
+    # config_overrides: the nodes may declare more CPUs than this machine has (they share its cores).
+    set -- "SlurmctldHost=$host($NET.1)" "TaskPlugin=task/none" "SlurmdParameters=config_overrides" "SlurmdSpoolDir=$STATE/d/%n" \
       "SlurmdPidFile=$STATE/slurmd-%n.pid" "SlurmdLogFile=$STATE/slurmd-%n.log"
   fi
   {

@@ -5,6 +5,7 @@ import math
 import datetime
 import os
 import random
+import socket
 import sys
 import time
 from pathlib import Path
@@ -117,6 +118,8 @@ def _run_info(cfg: TrainConfig, strategy: Strategy, model: torch.nn.Module, choi
         "task": cfg.task,
         "strategy": cfg.strategy.name,
         "world_size": strategy.world_size,
+        # each rank's host, in rank order (a multi-node job: which node ran which rank)
+        "hosts": strategy.gather_objects(socket.gethostname()),
         "batch_per_rank": cfg.dataset.batch_size,
         "global_batch": cfg.dataset.batch_size * strategy.data_parallel[0],  # a pipeline's ranks share batches
         "grad_accum_steps": cfg.trainer.grad_accum_steps,

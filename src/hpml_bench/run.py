@@ -20,6 +20,7 @@ from hpml_bench.data import build_loaders
 from hpml_bench.errors import HpmlError
 from hpml_bench.models import build_model_from_config, count_parameters
 from hpml_bench.preempt import StopRequest, finish_stopped_run, restart_resume
+from hpml_bench.peers import check_shared_run_dir, lost_peer, rank_hosts
 from hpml_bench.optim import build_optimizer, build_scheduler
 from hpml_bench.runfolder import CONFIG, LAST, OVERRIDES, atomic_write_text, check_run_folder
 from hpml_bench.strategies import StepSettings, Strategy, build_strategy
@@ -40,14 +41,24 @@ def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), cho
     stop = StopRequest(t.requeue_signal, t.stop_check_every)  # preemption, Ctrl-C (handlers from fit on)
     strategy.setup()
     try:
+        hosts = rank_hosts(strategy)
         run_dir = _shared_run_dir(strategy, run_dir)
+        check_shared_run_dir(run_dir, strategy.rank, hosts)
         trainer = _build_trainer(cfg, dcfg, strategy, run_dir, choices or {}, stop)
         if checkpoint is not None:
             _resume(trainer, strategy, checkpoint)
         if strategy.is_main:
             _write_config(dcfg, run_dir, overrides)
         stop.install()  # only now: a signal during start-up still ends the process at once
-        history = trainer.fit()
+        try:
+            history = trainer.fit()
+        except RuntimeError as exc:  # a peer rank died: name it in one line instead of a traceback
+            line = lost_peer(exc, hosts, strategy.rank)
+            if line is None:
+                raise
+            # A rank that dies of this error closes its own connections too: the ranks that
+            # notice later would name it, so every rank reports the first diagnosis.
+            raise HpmlError(strategy.first_failure(line)) from None
         if trainer.stopped_at:
             finish_stopped_run(stop, trainer, strategy, run_dir, run_dir / LAST)
     finally:

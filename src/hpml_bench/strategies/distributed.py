@@ -101,6 +101,15 @@ class DistributedStrategy(Strategy):
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def first_failure(self, text: str) -> str:
+        """The first report set in the job's store (rank 0 holds it; while it lives, every rank
+        reads the same first diagnosis); this rank's `text` when the store is gone too."""
+        try:
+            store = dist.distributed_c10d._get_default_store()
+            return store.compare_set("hpml/first_failure", "", text).decode()
+        except Exception:  # noqa: BLE001 - the store's host is the lost one
+            return text
+
     def gather_objects(self, obj: Any) -> list[Any] | None:
         """Every rank's `obj`, in rank order, on the main rank (None elsewhere)."""
         out = [None] * self.world_size if self.is_main else None

@@ -16,6 +16,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 # its own checkpoint; job ids start again at 1 when a cluster's state is wiped, and the suffix
 # keeps such a job out of an old run's folder.
 RUN_FOLDER = """\
+# runs/ lies in the submit folder, which hpml assumes is on storage every node sees (a shared
+# /scratch or home); a rank whose node cannot see the run folder stops with one line.
 mkdir -p runs
 marker="runs/.slurm-job-${SLURM_JOB_ID}"
 if [ "${SLURM_RESTART_COUNT:-0}" -eq 0 ] || [ ! -s "$marker" ]; then

@@ -75,6 +75,10 @@ class DistributedStrategy(Strategy):
         agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
         store = dist.TCPStore(self.env.master_addr, self.env.master_port, self.world_size,
                               is_master=self.rank == 0 and not agent, timeout=timeout)
+        if not agent:  # rank 0 hosts a fresh store each round (torchrun of ddp_torchrun.sbatch)
+            return store
+        # One agent's restart count: on several nodes the agents' counts differ (a node that only
+        # saw another's failure restarts with count 0), so multi-node jobs use a fresh store instead.
         return dist.PrefixStore(f"hpml/restart{os.environ['TORCHELASTIC_RESTART_COUNT']}", store)
 
     def _backend(self) -> str:

@@ -24,11 +24,14 @@ commands:
           e.g. hpml bench bench=iformer_strategies bench.scale=smoke
   report  one table (markdown + CSV) and plots over run folders, a multirun folder or a bench folder
           e.g. hpml report runs/multirun/2026-11-24_10-00-00 --baseline runs/multirun/2026-11-24_10-00-00/0
-  list    list registered choices: hpml list models|datasets|strategies|optimizers|schedulers|loggers|profilers|benches
+  list    list registered choices: hpml list models|datasets|strategies|optimizers|schedulers|loggers|profilers|benches|experiments|slurm
+  init    write a starter project (conf/ with your model, data set, experiment, bench; mynet.py): hpml init [DIR]
   export  write a checked deployment artifact from a run: hpml export run=runs/<id> format=torchscript|aoti|exported|onnx|int8
   predict classify (or segment) image files with a run's model: hpml predict run=runs/<id> images=<file|folder> [format=aoti]
 
 `hpml train --help` lists the config groups and every key with its default.
+Your own configs: ./conf/<group>/<name>.yaml (or --config-dir DIR, or $HPML_CONFIG_DIR) is searched
+before hpml's own, e.g. conf/model/mynet.yaml -> model=mynet.
 Errors print one line and exit with code 2; HPML_DEBUG=1 shows the traceback."""
 
 _HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i",
@@ -41,17 +44,25 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
-    command, rest = argv[0], argv[1:]
+    from hpml_bench.config_dirs import pinned_config_dir
+
     try:
-        if command not in COMMANDS:
-            raise unknown_choice("command", command, COMMANDS)
-        return _command_function(command)(rest) or 0
+        # `--config-dir DIR` anywhere on the line: the user's config folder, pinned for every
+        # process the command starts (workers, bench cells, SLURM tasks)
+        with pinned_config_dir(argv) as argv:
+            if not argv:
+                print(USAGE)
+                return 0
+            command, rest = argv[0], argv[1:]
+            if command not in COMMANDS:
+                raise unknown_choice("command", command, COMMANDS)
+            return _command_function(command)(rest) or 0
     except HpmlError as exc:
         return report_error(exc)
 
 
 def train_command(args: list[str]) -> int:
-    from hpml_bench.config import compose_train, to_train_config
+    from hpml_bench.config import check_group_choices, compose_train, to_train_config
     from hpml_bench.resume import with_restart_resume, with_resumed_overrides
     from hpml_bench.runfolder import check_run_folder
 
@@ -61,6 +72,7 @@ def train_command(args: list[str]) -> int:
         print(train_help([a for a in args if a not in ("--help", "-h")]))
         return 0
     args = with_resumed_overrides(with_restart_resume(args))
+    check_group_choices(args)  # also under --cfg / -m, where Hydra's own message is long or late
     if not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
         # Check the config and the run folder before Hydra makes a folder and starts,
         # so mistakes read as one line and leave nothing behind.
@@ -106,6 +118,7 @@ COMMANDS = {
     "report": "hpml_bench.bench.report:report_command",
     "export": "hpml_bench.deploy.export:export_command",
     "predict": "hpml_bench.deploy.predict:predict_command",
+    "init": "hpml_bench.init_project:init_command",
 }
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 from hydra import compose, initialize_config_dir
@@ -19,6 +18,7 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from hpml_bench import config_dirs
 from hpml_bench.callbacks.loggers import LoggerConfig
 from hpml_bench.callbacks.profiler import ProfilerConfig, check_memory_snapshot
 from hpml_bench.data import DATASETS, DatasetConfig
@@ -32,8 +32,10 @@ from hpml_bench.strategies import STRATEGIES
 from hpml_bench.tasks import TASKS
 from hpml_bench.trainer import TrainerConfig
 
-CONF_DIR = Path(__file__).parent / "conf"
+CONF_DIR = config_dirs.HPML_CONF  # hpml's own groups; the user's folder is searched first (config_dirs)
 GROUPS = ("model", "dataset", "strategy", "optimizer", "scheduler", "trainer", "logger", "profiler")
+# Train-config groups a command line may choose besides GROUPS (checked the same way).
+CHOICE_GROUPS = (*GROUPS, "experiment")
 
 
 @dataclass
@@ -93,17 +95,21 @@ register_schemas()
 
 
 def choices(group: str) -> list[str]:
-    """The config names a group offers (conf/<group>/*.yaml)."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    """The config names a group offers (<folder>/<group>/*.yaml, the user's folder and hpml's)."""
+    return config_dirs.group_choices(group)
 
 
 def check_group_choices(overrides: list[str]) -> None:
-    """`model=resnt18` -> an error with a suggestion, before Hydra's longer message."""
+    """`model=resnt18`, `experiment=mnie` -> an error with the closest names, before Hydra's
+    longer message (each value of a simple sweep `model=a,b` is checked too)."""
     for override in overrides:
         key, sep, value = override.partition("=")
         key = key.lstrip("+~")
-        if sep and key in GROUPS and "," not in value and value not in choices(key):
-            raise unknown_choice(key, value, choices(key))
+        if not sep or key not in CHOICE_GROUPS or any(c in value for c in "()[]{}*"):
+            continue
+        for name in value.split(","):
+            if name not in ("", "null") and name not in choices(key):
+                raise unknown_choice(key, name, choices(key))
 
 
 def compose_train(overrides: list[str], with_hydra: bool = False) -> DictConfig:
@@ -119,7 +125,9 @@ def compose_train(overrides: list[str], with_hydra: bool = False) -> DictConfig:
 
 def config_error_line(exc: BaseException) -> str:
     """Hydra/OmegaConf's multi-line message reduced to one line."""
-    parts = [str(exc).strip().splitlines()[0]]
+    lines = str(exc).strip().splitlines()
+    # "In 'model/x': ConfigKeyError raised while composing config:" says what only on its next line
+    parts = [" ".join(lines[:2]) if lines[0].endswith(":") and len(lines) > 1 else lines[0]]
     if exc.__cause__ is not None and str(exc.__cause__).strip():
         parts.append(str(exc.__cause__).strip().splitlines()[0])
     return " ".join(parts) + " (`hpml train --cfg job` shows every key)"

@@ -12,7 +12,9 @@ from hpml_bench import config  # noqa: F401  (stores the schemas and resolvers)
 from hpml_bench.errors import HpmlError, report_error
 
 
-@hydra.main(version_base=None, config_path="conf", config_name="train")
+# hpml's conf/ (the repository's top level, or the wheel's hpml_bench/conf); the user's folder
+# goes before it through the hydra_plugins/hpml_config_dir search-path plugin.
+@hydra.main(version_base=None, config_path=str(config.CONF_DIR), config_name="train")
 def _train(cfg: DictConfig) -> None:
     from hpml_bench.run import run_training
 

@@ -22,6 +22,9 @@ def with_resumed_overrides(args: list[str]) -> list[str]:
     saved_file = Path(resume) / OVERRIDES if resume else None
     if saved_file is None or not saved_file.is_file():
         return args
+    from hpml_bench.config_dirs import use_run_config_dir
+
+    use_run_config_dir(Path(resume))  # the user's config folder it was started with
     given = {_key(a) for a in args}
     saved = [str(o) for o in OmegaConf.load(saved_file) if _key(str(o)) not in given]
     return saved + args

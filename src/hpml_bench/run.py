@@ -22,6 +22,7 @@ from hpml_bench.models import build_model_from_config, count_parameters
 from hpml_bench.preempt import StopRequest, finish_stopped_run, restart_resume
 from hpml_bench.peers import check_shared_run_dir, lost_peer, rank_hosts
 from hpml_bench.optim import build_optimizer, build_scheduler
+from hpml_bench.config_dirs import record_config_dir
 from hpml_bench.runfolder import CONFIG, LAST, OVERRIDES, atomic_write_text, check_run_folder
 from hpml_bench.strategies import StepSettings, Strategy, build_strategy
 from hpml_bench.tasks import build_task
@@ -160,3 +161,4 @@ def _write_config(dcfg: DictConfig, run_dir: Path, overrides: list[str]) -> None
     atomic_write_text(run_dir / CONFIG, OmegaConf.to_yaml(_without_hydra(dcfg), resolve=True))
     if not (run_dir / OVERRIDES).exists():  # a resumed run keeps the overrides that started it
         atomic_write_text(run_dir / OVERRIDES, OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+        record_config_dir(run_dir)  # the user's config folder, so later commands compose the same

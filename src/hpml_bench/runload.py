@@ -51,6 +51,7 @@ def load_config(run_dir: Path):
     """TrainConfig of a run folder: the schema composed with its saved overrides, then
     config.yaml (the resolved values the run used, e.g. the numeric image_size) on top."""
     from hpml_bench.config import compose_train, config_error_line, to_train_config
+    from hpml_bench.config_dirs import run_config_dir
 
     if not (run_dir / CONFIG).is_file():
         raise HpmlError(f"run={run_dir}: no {CONFIG} there; give the run folder an hpml train wrote")
@@ -59,7 +60,8 @@ def load_config(run_dir: Path):
         overrides = [str(o) for o in OmegaConf.load(run_dir / OVERRIDES)
                      if not str(o).lstrip("+~").startswith(("hydra", "resume"))]
     try:
-        dcfg = OmegaConf.merge(compose_train(overrides), OmegaConf.load(run_dir / CONFIG))
+        with run_config_dir(run_dir):  # its groups (model=mynet ...) from the user's folder it was trained with
+            dcfg = OmegaConf.merge(compose_train(overrides), OmegaConf.load(run_dir / CONFIG))
     except HpmlError:
         raise
     except Exception as exc:

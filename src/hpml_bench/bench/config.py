@@ -19,6 +19,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hpml_bench.config import CONF_DIR, GROUPS, choices, config_error_line
+from hpml_bench.config_dirs import find_config
 from hpml_bench.errors import HpmlError
 from hpml_bench.registry import unknown_choice
 
@@ -90,7 +91,7 @@ def load_bench(args: list[str]) -> tuple[BenchConfig, list[str]]:
     except (HydraException, OmegaConfBaseException) as exc:
         if isinstance(exc.__cause__, HpmlError):
             raise exc.__cause__ from None
-        raise HpmlError(config_error_line(exc).replace("hpml train --cfg job", f"conf/bench/{chosen}.yaml")) from exc
+        raise HpmlError(config_error_line(exc).replace("hpml train --cfg job", str(find_config("bench", chosen)))) from exc
     return bench, train_args
 
 

@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from hpml_bench.bench.config import (BenchConfig, axis_keys, baseline_index, cell_id, cell_overrides, expand_cells,
                                      hydra_value, is_group_key, load_bench)
 from hpml_bench.bench.plots import write_plots
+from hpml_bench.config_dirs import config_dir_args
 from hpml_bench.bench.results import cell_medians, display_columns, markdown_table, rich_table, run_row
 from hpml_bench.errors import HpmlError
 from hpml_bench.runfolder import LAST, SUMMARY, atomic_write_text
@@ -113,7 +114,8 @@ def run_cell(cell: Cell, rep_dir: Path, log: Path, env: dict[str, str]) -> tuple
     args = [f"run_dir={rep_dir}"]
     if (rep_dir / LAST).is_file():  # an interrupted cell: continue it from its checkpoint
         args = [f"resume={rep_dir}"]
-    command = [sys.executable, "-m", "hpml_bench", "train", *cell.overrides, *args]
+    # --config-dir: the user's config folder, absolute (the cell composes what the plan composed)
+    command = [sys.executable, "-m", "hpml_bench", "train", *config_dir_args(), *cell.overrides, *args]
     start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
     wall = time.perf_counter() - start

@@ -11,10 +11,11 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from hpml_bench.config_dirs import HPML_CONF, find_config, group_choices
 from hpml_bench.errors import HpmlError
 from hpml_bench.registry import unknown_choice
 
-PRESETS = Path(__file__).parent.parent / "conf" / "slurm"
+PRESETS = HPML_CONF / "slurm"  # hpml's own; a user's conf/slurm/<name>.yaml is found first
 CONTAINERS = ("none", "greene")
 LAUNCHERS = ("srun", "torchrun")
 MULTI_PROCESS = ("ddp", "fsdp", "pipe")
@@ -57,12 +58,12 @@ class SlurmConfig:
 def compose_slurm(overrides: list[str]) -> SlurmConfig:
     """`slurm=<preset>` then `slurm.key=value` overrides over the SlurmConfig schema."""
     preset = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "slurm"), "local")
-    names = sorted(p.stem for p in PRESETS.glob("*.yaml"))
+    names = group_choices("slurm")
     if preset not in names:
         raise unknown_choice("slurm", preset, names)
     dotlist = [o[len("slurm."):] for o in overrides if o.startswith("slurm.")]
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(SlurmConfig), OmegaConf.load(PRESETS / f"{preset}.yaml"),
+        merged = OmegaConf.merge(OmegaConf.structured(SlurmConfig), OmegaConf.load(find_config("slurm", preset)),
                                  OmegaConf.from_dotlist(dotlist))
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:

@@ -6,6 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from hpml_bench.config_dirs import config_dir_args
 from hpml_bench.errors import HpmlError
 from hpml_bench.slurm.config import SlurmConfig, tasks_per_node
 
@@ -89,7 +90,8 @@ def render(s: SlurmConfig, strategy: str, overrides: list[str], script: str) -> 
         "max_restarts": str(s.max_restarts),
         "strategy": strategy,
         "nodes": str(s.nodes),
-        "overrides": " ".join(shlex.quote(o) for o in [*overrides, *extra]),
+        # the user's config folder, absolute, so the job composes what this command line composed
+        "overrides": " ".join(shlex.quote(o) for o in [*config_dir_args(), *overrides, *extra]),
         "tasks_per_node": str(tasks_per_node(s, strategy)),
     }
     text = (TEMPLATES / f"{template_name(strategy, s.nodes, s.launcher)}.sbatch").read_text()

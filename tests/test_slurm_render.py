@@ -23,6 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
     (["slurm=nowhere"], "unknown slurm 'nowhere'"),
     (["slurm.gpus=2"], "slurm config: Key 'gpus' not in 'SlurmConfig'"),
     (["model=resnt18"], "did you mean"),
+    (["strategy=single", "slurm.launcher=torchrun"], "slurm.launcher=torchrun starts worker processes"),
+    (["strategy=ddp", "slurm.max_restarts=1"], "slurm.max_restarts restarts torchrun's workers"),
+    (["strategy=ddp", "slurm.launcher=mpirun"], "slurm.launcher=mpirun: use one of srun, torchrun"),
+    (["strategy=ddp", "slurm.nodes=2", "slurm.gpus_per_node=4", "slurm.tasks_per_node=1"],
+     "slurm.tasks_per_node=1 but slurm.gpus_per_node=4"),
 ])
 def test_impossible_jobs_fail_in_one_line_before_rendering(hpml, tmp_path, args, message):
     result = hpml("slurm", *args)
@@ -42,6 +47,18 @@ def test_rendered_script_is_the_last_line_and_carries_the_job(hpml, tmp_path):
     assert "singularity exec --nv --overlay" in text and "source /ext3/env.sh" in text
     assert 'hpml train model=mlp strategy=ddp dataset.batch_size=8 trainer.requeue_signal=USR2 "$@"' in text
     assert 'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in text
+
+
+def test_torchrun_form_starts_one_agent_per_node(hpml, tmp_path):
+    result = hpml("slurm", "model=mlp", "strategy=ddp", "slurm=cluster", "slurm.nodes=2", "slurm.gpus_per_node=4",
+                  "slurm.launcher=torchrun", "slurm.max_restarts=1")
+    assert result.rc == 0, result.err
+    text = (tmp_path / result.out.strip().splitlines()[-1]).read_text()
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --cpus-per-task=32", "#SBATCH --gres=gpu:4",
+                 'srun --ntasks-per-node=1 torchrun --nnodes="$SLURM_NNODES" --nproc-per-node=4',
+                 '--rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT"', "--max-restarts=1 --no-python hpml train"):
+        assert line in text, line
+    assert "storage every node sees" in text
 
 
 def test_examples_in_scripts_slurm_are_current_renderings():

@@ -110,7 +110,13 @@ def on_slurm() -> bool:
 
 def restarted() -> bool:
     """A requeued SLURM job or a torchrun restart (--max-restarts): resume if a checkpoint exists."""
-    return any(int(os.environ.get(var, "0") or 0) > 0 for var in ("SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT"))
+    if any(int(os.environ.get(var, "0") or 0) > 0 for var in ("SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT")):
+        return True
+    # torchrun restarts the workers of a node that only saw another node's failure as a
+    # membership change, with TORCHELASTIC_RESTART_COUNT still 0. A job's own run folder
+    # (HPML_RUN_ID, unique per job: the sbatch script makes it) holding a checkpoint can then
+    # only come from an earlier round of this job.
+    return int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0 and "HPML_RUN_ID" in os.environ
 
 
 def restart_resume(run_dir: Path) -> Optional[str]:

@@ -5,6 +5,7 @@ import math
 import datetime
 import os
 import random
+import socket
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from hpml_bench.flops import measure as measure_flops
 from hpml_bench.models import build_model_from_config, count_parameters
 from hpml_bench.models.provenance import record_model_source
 from hpml_bench.preempt import StopRequest, finish_stopped_run, restart_resume
+from hpml_bench.peers import check_shared_run_dir, lost_peer, rank_hosts
 from hpml_bench.optim import build_optimizer, build_scheduler
 from hpml_bench.config_dirs import record_config_dir
 from hpml_bench.errors import WorkerLostError
@@ -47,7 +49,9 @@ def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), cho
     strategy.setup()
     lock = None
     try:
+        hosts = rank_hosts(strategy)
         run_dir = _shared_run_dir(strategy, run_dir)
+        check_shared_run_dir(run_dir, strategy.rank, hosts)
         if strategy.is_main:  # before any data is loaded
             check_writable(run_dir)
             lock = RunLock(run_dir).acquire()
@@ -62,9 +66,14 @@ def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), cho
             history = trainer.fit()
         except RuntimeError as exc:  # torch's SIGCHLD handler raises it wherever the loop is
             lost = exc if isinstance(exc, WorkerLostError) else worker_lost(exc, trainer.train_loader)
-            if lost is None:
+            if lost is not None:
+                raise save_after_lost_worker(trainer, strategy, run_dir / LAST, run_dir, lost) from exc
+            line = lost_peer(exc, hosts, strategy.rank)  # a peer rank died: name it in one line
+            if line is None:
                 raise
-            raise save_after_lost_worker(trainer, strategy, run_dir / LAST, run_dir, lost) from exc
+            # A rank that dies of this error closes its own connections too: the ranks that
+            # notice later would name it, so every rank reports the first diagnosis.
+            raise HpmlError(strategy.first_failure(line)) from None
         if trainer.stopped_at:
             finish_stopped_run(stop, trainer, strategy, run_dir, run_dir / LAST)
     finally:
@@ -142,6 +151,8 @@ def _run_info(cfg: TrainConfig, strategy: Strategy, model: torch.nn.Module, choi
         "task": cfg.task,
         "strategy": cfg.strategy.name,
         "world_size": strategy.world_size,
+        # each rank's host, in rank order (a multi-node job: which node ran which rank)
+        "hosts": strategy.gather_objects(socket.gethostname()),
         "batch_per_rank": cfg.dataset.batch_size,
         "global_batch": cfg.dataset.batch_size * strategy.data_parallel[0],  # a pipeline's ranks share batches
         "grad_accum_steps": cfg.trainer.grad_accum_steps,

@@ -37,13 +37,14 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def rank_table(history: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (epoch, rank): where each rank's time went, to spot stragglers."""
+def rank_table(history: list[dict[str, Any]], hosts: list[str] | None = None) -> pd.DataFrame:
+    """One row per (epoch, rank): where each rank's time went, to spot stragglers; the rank's host."""
     import pandas as pd
 
     from hpml_bench.trainer import RANK_COLUMNS
 
-    rows = [{"epoch": r["epoch"], "rank": rank, **dict(zip(RANK_COLUMNS, values))}
+    rows = [{"epoch": r["epoch"], "rank": rank, **dict(zip(RANK_COLUMNS, values)),
+             **({"host": hosts[rank]} if hosts and rank < len(hosts) else {})}
             for r in history for rank, values in enumerate(r["ranks"])]
     return pd.DataFrame(rows)
 
@@ -67,7 +68,7 @@ class EpochReport(Callback):
 
         table = pd.DataFrame(trainer.history)
         atomic_write_text(self.run_dir / EPOCHS, table.drop(columns="ranks").to_csv(index=False))
-        atomic_write_text(self.run_dir / RANKS, rank_table(trainer.history).to_csv(index=False))
+        atomic_write_text(self.run_dir / RANKS, rank_table(trainer.history, self.info.get("hosts")).to_csv(index=False))
 
     def on_fit_end(self, trainer) -> None:
         summary = {**self.info, **summarize(trainer.history)}

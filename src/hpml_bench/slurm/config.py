@@ -17,6 +17,8 @@ from hpml_bench.registry import unknown_choice
 
 PRESETS = HPML_CONF / "slurm"  # hpml's own; a user's conf/slurm/<name>.yaml is found first
 CONTAINERS = ("none", "greene")
+LAUNCHERS = ("srun", "torchrun")
+MULTI_PROCESS = ("ddp", "fsdp", "pipe")
 # SLURM's --time forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S
 _TIME = re.compile(r"^(\d+-\d{1,2}(:\d{1,2}){0,2}|\d+(:\d{1,2}){0,2})$")
 
@@ -44,6 +46,11 @@ class SlurmConfig:
     command: Optional[str] = None  # how a task starts hpml; null: this Python (`<python> -m hpml_bench`)
     out_dir: str = "runs/slurm"  # the rendered script and SLURM's log (%x-%j.out)
     script: Optional[str] = None  # where to write the script; null: <out_dir>/<job_name>-<time>.sbatch
+    # srun: srun starts one task per GPU (every task is a rank); torchrun: srun starts one torchrun
+    # per node and it starts the node's workers (ddp/fsdp/pipe; restarts with max_restarts)
+    launcher: str = "srun"
+    # torchrun only: how often the workers are restarted (from the last checkpoint) after a failure
+    max_restarts: int = 0
     extra: list[str] = field(default_factory=list)  # more `#SBATCH` options, e.g. ["--constraint=a100"]
     submit: bool = False  # run sbatch on the rendered script and print the job id
 
@@ -75,11 +82,18 @@ def check_job(s: SlurmConfig, cfg) -> None:
     tasks = tasks_per_node(s, strategy)
     if s.container not in CONTAINERS:
         raise HpmlError(f"slurm.container={s.container}: use one of {', '.join(CONTAINERS)}")
+    if s.launcher not in LAUNCHERS:
+        raise HpmlError(f"slurm.launcher={s.launcher}: use one of {', '.join(LAUNCHERS)}")
+    if s.launcher == "torchrun" and strategy not in MULTI_PROCESS:
+        raise HpmlError(f"slurm.launcher=torchrun starts worker processes; strategy={strategy} runs one process: "
+                        f"use slurm.launcher=srun (or strategy=ddp)")
+    if s.launcher == "srun" and s.max_restarts:
+        raise HpmlError("slurm.max_restarts restarts torchrun's workers; set slurm.launcher=torchrun (or drop it)")
     if not _TIME.match(s.time):
         raise HpmlError(f"slurm.time={s.time}: use HH:MM:SS, MM, D-HH or D-HH:MM:SS")
     if s.nodes < 1 or tasks < 1 or s.gpus_per_node < 0:
         raise HpmlError("slurm.nodes and slurm.tasks_per_node must be positive, slurm.gpus_per_node 0 or more")
-    if strategy in ("ddp", "fsdp", "pipe") and s.gpus_per_node > 0 and tasks != s.gpus_per_node:
+    if strategy in MULTI_PROCESS and s.gpus_per_node > 0 and tasks != s.gpus_per_node:
         raise HpmlError(f"slurm.tasks_per_node={tasks} but slurm.gpus_per_node={s.gpus_per_node}: strategy={strategy} "
                         f"runs one task per GPU; set them equal")
     if s.cpus_per_task < cfg.dataset.num_workers + 1:

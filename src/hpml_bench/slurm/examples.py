@@ -17,6 +17,8 @@ EXAMPLES = {
     "dp": (["strategy=dp"], ["slurm.gpus_per_node=4"]),
     "ddp": (["strategy=ddp"], ["slurm.gpus_per_node=4"]),
     "ddp_multinode": (["strategy=ddp"], ["slurm.nodes=2", "slurm.gpus_per_node=4"]),
+    "ddp_torchrun": (["strategy=ddp"], ["slurm.nodes=2", "slurm.gpus_per_node=4", "slurm.launcher=torchrun",
+                                       "slurm.max_restarts=1"]),
     "pipe": (["strategy=pipe"], ["slurm.gpus_per_node=2"]),
 }
 

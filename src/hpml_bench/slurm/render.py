@@ -17,6 +17,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 # its own checkpoint; job ids start again at 1 when a cluster's state is wiped, and the suffix
 # keeps such a job out of an old run's folder.
 RUN_FOLDER = """\
+# runs/ lies in the submit folder, which hpml assumes is on storage every node sees (a shared
+# /scratch or home); a rank whose node cannot see the run folder stops with one line.
 mkdir -p runs
 marker="runs/.slurm-job-${SLURM_JOB_ID}"
 if [ "${SLURM_RESTART_COUNT:-0}" -eq 0 ] || [ ! -s "$marker" ]; then
@@ -26,16 +28,24 @@ export HPML_RUN_ID=$(cat "$marker")
 echo "hpml run folder: runs/$HPML_RUN_ID (restart ${SLURM_RESTART_COUNT:-0})\""""
 
 
-def template_name(strategy: str, nodes: int) -> str:
-    """single | dp | ddp | ddp_multinode | pipe (fsdp runs as ddp does: one task per GPU)."""
+def template_name(strategy: str, nodes: int, launcher: str = "srun") -> str:
+    """single | dp | ddp | ddp_multinode | ddp_torchrun | pipe (fsdp runs as ddp does: one task
+    per GPU); launcher=torchrun: ddp_torchrun for every multi-process strategy."""
+    if launcher == "torchrun":
+        return "ddp_torchrun"
+    if strategy == "pipe" and nodes > 1:  # one stage per task, across nodes: the multi-node rendezvous
+        return "ddp_multinode"
     if strategy in ("ddp", "fsdp"):
         return "ddp_multinode" if nodes > 1 else "ddp"
     return strategy
 
 
 def sbatch_lines(s: SlurmConfig, strategy: str) -> str:
-    options = [f"--job-name={s.job_name}", f"--nodes={s.nodes}", f"--ntasks-per-node={tasks_per_node(s, strategy)}",
-               f"--cpus-per-task={s.cpus_per_task}", f"--mem={s.mem}", f"--time={s.time}"]
+    tasks, cpus = tasks_per_node(s, strategy), s.cpus_per_task
+    if s.launcher == "torchrun":  # one task per node (the agent), with the CPUs of all its workers
+        tasks, cpus = 1, s.cpus_per_task * tasks
+    options = [f"--job-name={s.job_name}", f"--nodes={s.nodes}", f"--ntasks-per-node={tasks}",
+               f"--cpus-per-task={cpus}", f"--mem={s.mem}", f"--time={s.time}"]
     options += [f"--gres=gpu:{s.gpus_per_node}"] if s.gpus_per_node else []
     options += [f"--{key}={value}" for key, value in (("partition", s.partition), ("account", s.account), ("qos", s.qos)) if value]
     # Signal the job steps (hpml under srun) before the time limit; --requeue lets hpml requeue it;
@@ -45,31 +55,46 @@ def sbatch_lines(s: SlurmConfig, strategy: str) -> str:
     return "\n".join(f"#SBATCH {option}" for option in options)
 
 
-def hpml_command(s: SlurmConfig) -> str:
-    """How a task starts `hpml train`, inside the container for container=greene."""
-    command = s.command or f"{shlex.quote(sys.executable)} -m hpml_bench"
+def _in_container(s: SlurmConfig, command: str) -> str:
     if s.container == "greene":
         # The overlay holds the Python environment (read-only, so many tasks can share it);
         # `exec` makes hpml the process SLURM's signals reach.
         inner = f"source {s.env_script}; exec \"$@\""
-        return (f"singularity exec --nv --overlay {s.overlay}:ro {s.image} /bin/bash -c {shlex.quote(inner)} "
-                f"bash {command} train")
-    return f"{command} train"
+        return f"singularity exec --nv --overlay {s.overlay}:ro {s.image} /bin/bash -c {shlex.quote(inner)} bash {command}"
+    return command
+
+
+def hpml_command(s: SlurmConfig) -> str:
+    """How a task starts `hpml train`, inside the container for container=greene."""
+    return _in_container(s, f"{s.command or f'{shlex.quote(sys.executable)} -m hpml_bench'} train")
+
+
+def torchrun_command(s: SlurmConfig) -> tuple[str, str]:
+    """(how a node's task starts torchrun, what torchrun starts per worker) for launcher=torchrun."""
+    if s.command is None:  # this Python's torchrun and hpml
+        return _in_container(s, f"{shlex.quote(sys.executable)} -m torch.distributed.run"), "-m hpml_bench train"
+    return _in_container(s, "torchrun"), f"--no-python {s.command} train"
 
 
 def render(s: SlurmConfig, strategy: str, overrides: list[str], script: str) -> str:
     """The sbatch script's text for this job."""
     extra = [] if s.signal.upper().removeprefix("SIG") == "USR1" else [f"trainer.requeue_signal={s.signal}"]
+    torchrun, worker = torchrun_command(s)
     values = {
         "script": script,
         "sbatch": sbatch_lines(s, strategy),
         "run_folder": RUN_FOLDER,
-        "hpml": hpml_command(s),
+        "hpml": worker if s.launcher == "torchrun" else hpml_command(s),
+        "torchrun": torchrun,
+        "nproc": str(tasks_per_node(s, strategy)),
+        "max_restarts": str(s.max_restarts),
+        "strategy": strategy,
+        "nodes": str(s.nodes),
         # the user's config folder, absolute, so the job composes what this command line composed
         "overrides": " ".join(shlex.quote(o) for o in [*config_dir_args(), *overrides, *extra]),
         "tasks_per_node": str(tasks_per_node(s, strategy)),
     }
-    text = (TEMPLATES / f"{template_name(strategy, s.nodes)}.sbatch").read_text()
+    text = (TEMPLATES / f"{template_name(strategy, s.nodes, s.launcher)}.sbatch").read_text()
 
     def fill(match: re.Match) -> str:
         if match.group(1) not in values:

@@ -323,6 +323,14 @@ class Strategy:
         """The main rank's `obj`, on every rank."""
         return obj
 
+    def gather_objects(self, obj: Any) -> list[Any] | None:
+        """Every rank's `obj`, in rank order, on the main rank (None elsewhere)."""
+        return [obj]
+
+    def first_failure(self, text: str) -> str:
+        """The first failure report any rank made (`text` when this one is first)."""
+        return text
+
     def synchronize(self) -> None:
         """Wait for this device's queued work, so host clocks count it."""
         if self.device.type == "cuda":

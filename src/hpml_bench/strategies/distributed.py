@@ -75,6 +75,10 @@ class DistributedStrategy(Strategy):
         agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
         store = dist.TCPStore(self.env.master_addr, self.env.master_port, self.world_size,
                               is_master=self.rank == 0 and not agent, timeout=timeout)
+        if not agent:  # rank 0 hosts a fresh store each round (torchrun of ddp_torchrun.sbatch)
+            return store
+        # One agent's restart count: on several nodes the agents' counts differ (a node that only
+        # saw another's failure restarts with count 0), so multi-node jobs use a fresh store instead.
         return dist.PrefixStore(f"hpml/restart{os.environ['TORCHELASTIC_RESTART_COUNT']}", store)
 
     def _backend(self) -> str:
@@ -100,6 +104,15 @@ class DistributedStrategy(Strategy):
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def first_failure(self, text: str) -> str:
+        """The first report set in the job's store (rank 0 holds it; while it lives, every rank
+        reads the same first diagnosis); this rank's `text` when the store is gone too."""
+        try:
+            store = dist.distributed_c10d._get_default_store()
+            return store.compare_set("hpml/first_failure", "", text).decode()
+        except Exception:  # noqa: BLE001 - the store's host is the lost one
+            return text
 
     def gather_objects(self, obj: Any) -> list[Any] | None:
         """Every rank's `obj`, in rank order, on the main rank (None elsewhere)."""

@@ -93,7 +93,7 @@ def test_pipeline_one_stage_per_node_and_fsdp_over_two_nodes(two_nodes, hpml):
         assert set(hosts_of(run_folder(job))) == NODES
 
 
-def test_usr1_to_a_two_node_job_requeues_and_resumes_bitwise(two_nodes, hpml):
+def test_usr1_to_a_two_node_job_requeues_and_resumes_to_float32_rounding(two_nodes, hpml):
     uninterrupted = submit(hpml, *MID, *TWO_BY_TWO)
     job = submit(hpml, *MID, *TWO_BY_TWO)
     wait_for(f"runs/{job}-*/epochs.csv", timeout=240)  # epoch 1 done: the signal lands in epoch 2

@@ -1,6 +1,7 @@
 """model=torchvision | timm | custom: built, adapted to the data set, declarations checked, errors one line."""
 from __future__ import annotations
 
+import json
 import sys
 import urllib.error
 
@@ -148,3 +149,16 @@ def test_torchvision_weights_offline_names_the_file_and_folder(monkeypatch, tmp_
     cfg = config("model=torchvision", "model.arch=mobilenet_v3_small", "model.weights=DEFAULT")
     with pytest.raises(HpmlError, match=rf"offline, put mobilenet_v3_small-\w+\.pth into {tmp_path}/hub/checkpoints/"):
         build_model_from_config(cfg.model)
+
+
+@pytest.mark.slow
+def test_torchvision_segmentation_model_trains_on_seg_folder(hpml, tmp_path):
+    from fixtures_data import make_seg_folder
+
+    make_seg_folder(tmp_path / "segdata", "binary", 2, per_split=4, size=32)
+    result = hpml("train", "model=torchvision", "model.arch=lraspp_mobilenet_v3_large", "dataset=seg_folder",
+                  f"dataset.root={tmp_path / 'segdata'}", "dataset.batch_size=4", "trainer.epochs=1",
+                  "trainer.progress=never", "run_dir=runs/seg")
+    assert result.rc == 0, result.err
+    summary = json.loads((tmp_path / "runs/seg/summary.json").read_text())
+    assert summary["task"] == "segmentation" and 0 <= summary["final"]["val_miou"] <= 1

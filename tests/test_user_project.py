@@ -143,3 +143,11 @@ def test_timm_and_torchvision_models_train_export_and_predict(tmp_path, model):
     eager = parse_lines(cli(tmp_path, "predict", "run=runs/r", "images=images").out)
     onnx = parse_lines(cli(tmp_path, "predict", "run=runs/r", "images=images", "format=onnx").out)
     assert len(eager) == 2 and {n: c[0][0] for n, c in onnx.items()} == {n: c[0][0] for n, c in eager.items()}
+
+
+def test_eval_scores_the_users_run_as_its_validation_did(project):
+    cli(project, "eval", "run=runs/base", "checkpoint=last")
+    result = json.loads(next((project / "runs/base/eval").glob("val*.json")).read_text())
+    last = pd.read_csv(project / "runs/base/epochs.csv").iloc[-1]
+    assert result["metrics"]["acc"] == pytest.approx(last["val_acc"], abs=1e-6)
+    assert result["samples"] == 16

@@ -193,6 +193,16 @@ def test_init_writes_a_project_that_composes_and_refuses_to_overwrite(hpml, tmp_
     assert [c.values for c in cells] == [{"strategy": "single"}, {"strategy": "ddp", "strategy.nproc_per_node": 2}]
 
 
+@pytest.mark.slow
+def test_init_then_one_command_trains_the_users_own_network(hpml, tmp_path, monkeypatch):
+    assert hpml("init", "proj").rc == 0
+    monkeypatch.chdir(tmp_path / "proj")
+    result = hpml("train", "experiment=mine", "trainer.epochs=1", "trainer.progress=never", "run_dir=runs/first")
+    assert result.rc == 0, result.err
+    source = json.loads((tmp_path / "proj/runs/first/model_source.json").read_text())
+    assert source["file"] == str(tmp_path / "proj/mynet.py") and source["target"] == "mynet:Net"
+
+
 def test_init_refuses_hpmls_own_checkout(hpml):
     result = hpml("init", str(HPML_CONF.parent))
     assert result.rc == 2 and "hpml's own checkout" in result.err

@@ -25,10 +25,13 @@ PRIMARY_FILES = ("train.yaml", "bench_run.yaml")
 def hpml_conf_dir() -> Path:
     """hpml's own config groups: the package hpml_bench.conf in a wheel, the repository's
     top-level conf/ in a checkout (PYTHONPATH=src or an editable install)."""
+    checkout = Path(__file__).resolve().parents[2] / "conf"
+    if (checkout / "train.yaml").is_file():  # this source tree's own, even when another checkout is installed
+        return checkout
     spec = importlib.util.find_spec("hpml_bench.conf")
     if spec is not None and spec.submodule_search_locations:
         return Path(next(iter(spec.submodule_search_locations))).resolve()
-    return (Path(__file__).resolve().parents[2] / "conf")
+    return checkout
 
 
 HPML_CONF = hpml_conf_dir()

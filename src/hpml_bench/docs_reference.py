@@ -31,6 +31,7 @@ COMMAND_CONFIGS = {
     "slurm": ("hpml_bench.slurm.config:SlurmConfig", "slurm"),
     "export": ("hpml_bench.deploy.export:ExportConfig", None),
     "predict": ("hpml_bench.deploy.predict:PredictConfig", None),
+    "eval": ("hpml_bench.eval.command:EvalConfig", None),
 }
 TOP_LEVEL_EXTRA_GROUPS = ("experiment",)  # groups of YAML recipes without a schema of their own
 

@@ -33,7 +33,7 @@ class SourceConfig(ModelConfig):
     min_input_size: Optional[int] = None
     # what the input side must divide by (null: probed with the minimum)
     input_divisor: Optional[int] = None
-    # extra keyword arguments for the constructor (model.kwargs.drop_rate=0.1)
+    # extra keyword arguments for the constructor (+model.kwargs.drop_rate=0.1: the + adds a key)
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> nn.Module:

@@ -78,6 +78,13 @@ def fill_from_dataset(model: ModelConfig, dataset: DatasetConfig, task: str) -> 
 
 
 def register_schemas() -> None:
+    # The user's config folder goes first through this search-path plugin. Hydra finds plugins
+    # by scanning the hydra_plugins namespace, and that scan misses an editable install's import
+    # hook (setuptools' finder): registering it here (idempotent) makes the rule hold everywhere.
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.hpml_config_dir import HpmlConfigDirSearchPath
+
+    Plugins.instance().register(HpmlConfigDirSearchPath)
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     for group, registry in (("model", MODELS), ("dataset", DATASETS), ("strategy", STRATEGIES)):

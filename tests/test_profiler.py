@@ -75,7 +75,8 @@ def test_tb_profiler_plugin_counts_the_data_wait_as_dataloader_time(hpml, tmp_pa
         return slow_get(self, i)
 
     monkeypatch.setattr(RandomTensors, "__getitem__", slow)
-    result = hpml("train", *PROFILED, "dataset=synthetic", "dataset.num_workers=0")
+    # synthetic_on=host: the data set on the host, through the DataLoader (made on the device it has no loader)
+    result = hpml("train", *PROFILED, "dataset=synthetic", "dataset.synthetic_on=host", "dataset.num_workers=0")
     assert result.rc == 0, result.err
     (trace,) = (only_run_folder(tmp_path) / "traces").glob("rank0.*.pt.trace.json.gz")
     with gzip.open(trace, "rt") as f:

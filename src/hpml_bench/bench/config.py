@@ -49,6 +49,10 @@ class BenchConfig:
     scale: str = "full"  # full | smoke
     repeats: Optional[int] = None  # overrides the form's repeats
     out_dir: Optional[str] = None  # default runs/bench/<name>[-smoke]
+    # local: every cell a process on this machine; slurm: every cell its own SLURM job (slurm=<preset>)
+    launcher: str = "local"
+    wait: bool = True  # launcher=slurm: wait for the jobs and gather; false: submit, return, gather on a re-run
+    poll_s: float = 10.0  # launcher=slurm: seconds between two looks at squeue/sacct while waiting
     full: BenchScale = field(default_factory=BenchScale)
     smoke: BenchScale = field(default_factory=BenchScale)
 
@@ -57,6 +61,8 @@ class BenchConfig:
             raise HpmlError(f"bench.scale={self.scale}: use full or smoke")
         if self.repeats is not None and self.repeats <= 0:
             raise HpmlError(f"bench.repeats={self.repeats} must be positive")
+        if self.poll_s <= 0:
+            raise HpmlError(f"bench.poll_s={self.poll_s} must be positive")
 
     @property
     def form(self) -> BenchScale:
@@ -165,6 +171,11 @@ def cell_id(cell: dict[str, Any]) -> str:
     """A folder name for the cell: key-value pairs, safe for paths and Hydra overrides."""
     text = "__".join(f"{key}-{hydra_value(value)}" for key, value in cell.items()) or "base"
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text)
+
+
+def is_slurm_key(key: str) -> bool:
+    """slurm.<field>: a SLURM job setting (an axis of a bench.launcher=slurm bench), not a train key."""
+    return key.startswith("slurm.")
 
 
 def is_group_key(key: str) -> bool:

@@ -14,18 +14,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
 from hpml_bench.bench.config import (BenchConfig, axis_keys, baseline_index, cell_id, cell_overrides, expand_cells,
-                                     hydra_value, is_group_key, load_bench)
+                                     hydra_value, is_group_key, is_slurm_key, load_bench)
 from hpml_bench.bench.plots import PLOT_LINKS, write_plots
 from hpml_bench.config_dirs import config_dir_args
 from hpml_bench.bench.results import cell_medians, display_columns, markdown_table, rich_table, run_row
 from hpml_bench.errors import HpmlError
+from hpml_bench.registry import unknown_choice
 from hpml_bench.runfolder import LAST, SUMMARY, atomic_write_text
 from hpml_bench.ui import make_console
 
@@ -60,17 +61,29 @@ def machine_refusal(cfg) -> Optional[str]:
     return None
 
 
-def plan(bench: BenchConfig, train_args: list[str]) -> tuple[list[Cell], list[str]]:
-    """Every cell with its overrides, and those that cannot run marked (skipped / failed) with why."""
-    from hpml_bench.config import compose_train, to_train_config
+def local_check(cfg) -> Optional[str]:
+    """Why this machine cannot run the cell (None: it can); a strategy's refusal raises HpmlError."""
     from hpml_bench.strategies import STRATEGIES
+
+    refusal = machine_refusal(cfg)
+    if refusal is None:
+        STRATEGIES.get(cfg.strategy.name).preflight(cfg, getattr(cfg.strategy, "nproc_per_node", 1))
+    return refusal
+
+
+def plan(bench: BenchConfig, train_args: list[str],
+         check: Callable[[Any], Optional[str]] = local_check) -> tuple[list[Cell], list[str]]:
+    """Every cell with its overrides, and those that cannot run marked (skipped / failed) with why.
+    `check` says why a cell's train config cannot run where its launcher runs it."""
+    from hpml_bench.config import compose_train, to_train_config
 
     form = bench.form
     values = expand_cells(form)
     keys = axis_keys(values)
     shared = [*form.base, *train_args, f"logger.group={bench.name}", "trainer.progress=never"]
-    cells = [Cell(v, [*shared, *cell_overrides(v)]) for v in values]
-    present: dict[str, bool] = {k: False for k in keys if not is_group_key(k)}
+    # slurm.* axes are the job's resources (launcher=slurm), not train keys
+    cells = [Cell(v, [*shared, *cell_overrides({k: x for k, x in v.items() if not is_slurm_key(k)})]) for v in values]
+    present: dict[str, bool] = {k: False for k in keys if not is_group_key(k) and not is_slurm_key(k)}
     for cell in cells:  # keys first, with the cell's group choices, so a typo reads as such
         groups = [*shared, *cell_overrides({k: v for k, v in cell.values.items() if is_group_key(k)})]
         try:
@@ -91,11 +104,9 @@ def plan(bench: BenchConfig, train_args: list[str]) -> tuple[list[Cell], list[st
             continue
         try:
             cfg = to_train_config(compose_train(cell.overrides))
-            refusal = machine_refusal(cfg)
+            refusal = check(cfg)
             if refusal:
                 cell.status, cell.reason = "skipped", refusal
-                continue
-            STRATEGIES.get(cfg.strategy.name).preflight(cfg, getattr(cfg.strategy, "nproc_per_node", 1))
         except HpmlError as exc:
             cell.status, cell.reason = "failed", str(exc)
     return cells, keys
@@ -122,11 +133,15 @@ def run_cell(cell: Cell, rep_dir: Path, log: Path, env: dict[str, str]) -> tuple
     atomic_write_text(log, f"$ {' '.join(command)}\n\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
     if proc.returncode == 0 and (rep_dir / SUMMARY).is_file():
         return "done", "", wall
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    # hpml's own one-line error, else the exception line of a traceback, else the last line
+    return "failed", f"exit code {proc.returncode}: {error_line(proc.stderr)}", wall
+
+
+def error_line(text: str) -> str:
+    """hpml's own one-line error, else the exception line of a traceback, else the last line."""
+    lines = [l for l in text.splitlines() if l.strip()]
     error = next((l for l in reversed(lines) if l.startswith("error:")), None) or \
         next((l for l in reversed(lines) if re.match(r"^\w+(Error|Exception)\b", l)), lines[-1] if lines else "")
-    return "failed", f"exit code {proc.returncode}: {error[:300]}", wall
+    return error[:300]
 
 
 def _text(values: dict[str, Any]) -> dict[str, str]:
@@ -134,10 +149,19 @@ def _text(values: dict[str, Any]) -> dict[str, str]:
     return {key: hydra_value(value) for key, value in values.items()}
 
 
+def _is_slurm_arg(arg: str) -> bool:
+    return arg.split("=", 1)[0] == "slurm" or is_slurm_key(arg.split("=", 1)[0])
+
+
 def bench_command(args: list[str]) -> int:
     """The `hpml bench` command; exit 0 when every runnable cell finished, 1 when one failed."""
-    bench, train_args = load_bench(args)
-    cells, keys = plan(bench, train_args)
+    slurm_args = [a for a in args if _is_slurm_arg(a)]
+    bench, train_args = load_bench([a for a in args if a not in slurm_args])
+    if bench.launcher not in LAUNCHERS:
+        raise unknown_choice("bench.launcher", bench.launcher, LAUNCHERS)
+    launcher = LAUNCHERS[bench.launcher]()
+    launcher.preflight(bench, slurm_args)
+    cells, keys = plan(bench, train_args, launcher.check)
     folder = Path(bench.folder).resolve()
     repeats = bench.repeats or bench.form.repeats
     console = make_console()
@@ -147,26 +171,63 @@ def bench_command(args: list[str]) -> int:
     for cell in cells:
         if cell.status != "ready":
             console.print(f"  [yellow]{cell.status}[/] {cell.id}: {cell.reason}")
-    order = abba_order(cells, repeats)
     start = time.perf_counter()
+    if not launcher.run(bench, cells, folder, console):  # bench.wait=false: jobs still queued
+        return 0
+    failed = write_results(bench, cells, keys, folder, console)
+    console.print(f"bench folder: {folder}  ({time.perf_counter() - start:.0f} s)")
+    return 1 if failed else 0
+
+
+def cell_row(cell: Cell, r: int, n: int, status: str, error: str, rep_dir: Path, folder: Path, wall: float) -> dict:
+    """One repeat's row of bench.csv (with the run's numbers when it finished)."""
+    row = {"cell": cell.id, "repeat": r, "order": n, "status": status, "reason": error, **_text(cell.values),
+           "run_dir": str(rep_dir.relative_to(folder)), "wall_s": round(wall, 2)}
+    if status == "done":
+        row.update(run_row(rep_dir))
+    return row
+
+
+class LocalLauncher:
+    """Every cell a process on this machine, one after the other."""
+
+    check = staticmethod(local_check)
+
+    def preflight(self, bench: BenchConfig, slurm_args: list[str]) -> None:
+        if slurm_args or any(is_slurm_key(k) for k in axis_keys(expand_cells(bench.form))):
+            raise HpmlError("slurm=/slurm.* settings need bench.launcher=slurm (each cell a SLURM job); add it")
+
+    def run(self, bench: BenchConfig, cells: list[Cell], folder: Path, console) -> bool:
+        run_local(bench, cells, folder, console)
+        return True
+
+
+def _slurm_launcher():
+    from hpml_bench.bench.slurm_cells import SlurmLauncher
+
+    return SlurmLauncher()
+
+
+# bench.launcher -> the launcher's factory (slurm's imported when chosen)
+LAUNCHERS: dict[str, Callable[[], Any]] = {"local": LocalLauncher, "slurm": _slurm_launcher}
+
+
+def run_local(bench: BenchConfig, cells: list[Cell], folder: Path, console) -> None:
+    """Run the ready cells here in ABBA order; each repeat's row goes to cell.rows."""
+    order = abba_order(cells, bench.repeats or bench.form.repeats)
     for n, (cell, r) in enumerate(order, 1):
         rep_dir = folder / "cells" / cell.id / f"rep{r}"
         with console.status(f"[{n}/{len(order)}] {cell.id} (repeat {r + 1}) running ..."):
             status, error, wall = run_cell(cell, rep_dir, folder / "logs" / f"{cell.id}__rep{r}.log",
                                             {k: str(v) for k, v in bench.form.env.items()})
-        row = {"cell": cell.id, "repeat": r, "order": n, "status": status, "reason": error, **_text(cell.values),
-               "run_dir": str(rep_dir.relative_to(folder)), "wall_s": round(wall, 2)}
+        row = cell_row(cell, r, n, status, error, rep_dir, folder, wall)
         if status == "done":
-            row.update(run_row(rep_dir))
             note = "finished earlier, reused" if wall == 0 else f"{wall:.1f} s"
             console.print(f"[{n}/{len(order)}] [green]done[/] {cell.id} rep {r + 1}: {row['samples_per_s']:.1f} samples/s, "
                           f"run_s {row['run_s']:.2f} ({note})")
         else:
             console.print(f"[{n}/{len(order)}] [red]failed[/] {cell.id} rep {r + 1}: {error}")
         cell.rows.append(row)
-    failed = write_results(bench, cells, keys, folder, console)
-    console.print(f"bench folder: {folder}  ({time.perf_counter() - start:.0f} s)")
-    return 1 if failed else 0
 
 
 def write_results(bench: BenchConfig, cells: list[Cell], keys: list[str], folder: Path, console) -> bool:

@@ -51,12 +51,12 @@ def slurm_command(args: list[str]) -> int:
     return 0
 
 
-def submit(script: Path) -> str:
-    """`sbatch --parsable script`; returns the job id."""
+def submit(script: Path, env: dict[str, str] | None = None) -> str:
+    """`sbatch --parsable script` (the job inherits `env`, default this one); returns the job id."""
     if shutil.which("sbatch") is None:
         raise HpmlError("slurm.submit=true but sbatch is not on PATH; run on a login node "
                         "(or start scripts/slurm/local-cluster.sh up)")
-    done = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, env=os.environ)
+    done = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, env=env or os.environ)
     if done.returncode != 0:
         raise HpmlError(f"sbatch refused {script}: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
     return done.stdout.strip().split(";")[0]

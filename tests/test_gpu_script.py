@@ -58,6 +58,10 @@ def test_table_reads_the_rows_run_folders(hpml, tmp_path):
         shutil.copytree(tmp_path / "run", out / "runs" / row)
     rows = {measure: (measured, verdict) for measure, _, measured, verdict in _gpu_rows().table_rows(out)}
     synth, verdict = rows["ResNet-50 224 bf16 channels-last compiled, synthetic on the device"]
-    assert "img/s" in synth and "TFLOP/s" in synth and "MFU" in synth and verdict == "missed"
+    assert "img/s" in synth and "TFLOP/s" in synth and "MFU" in synth
+    # The row's target is 4,500 img/s: the verdict follows the number (a tiny MLP on synthetic
+    # data made on the device can pass it even on a CPU).
+    speed = float(synth.split(" img/s")[0].replace(",", ""))
+    assert verdict == ("met" if speed >= 4500 else "missed"), (synth, verdict)
     assert rows["DDP world size 1 / single (NCCL)"][0].startswith("1.000 (")  # the same run twice
     assert rows["the same from the `hpml prepare` cache"] == ("not measured", "–")

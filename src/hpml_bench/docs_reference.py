@@ -229,7 +229,10 @@ def help_text(argv: list[str]) -> str:
             os.environ.pop("COLUMNS", None)
         else:
             os.environ["COLUMNS"] = old
-    return out.getvalue().rstrip()
+    from hpml_bench.config_dirs import HPML_CONF
+
+    # The page must not depend on where the checkout lies (CI clones it elsewhere).
+    return out.getvalue().rstrip().replace(str(HPML_CONF), "<hpml>/conf")
 
 
 def commands_page() -> str:

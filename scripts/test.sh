@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS=test,all,docs bash scripts/install.sh
 export WANDB_MODE=offline WANDB_SILENT=true
-exec .venv/bin/python -m pytest -q "$@"
+# --durations: the slowest tests, named in every CI log (the suite must stay well inside CI's limit)
+exec .venv/bin/python -m pytest -q --durations=25 "$@"

@@ -7,7 +7,6 @@ model (or, for int8, scored on the validation set next to fp32), and only then r
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import torch
 from hpml_bench.deploy.formats import FORMATS, per_sample
 from hpml_bench.runload import TrainedRun, load_trained
 from hpml_bench.deploy.validate import RunData, int8_accuracy, parity
+from hpml_bench.integrity import file_sha256 as sha256  # the one implementation (predict and native_hct check it)
 from hpml_bench.errors import HpmlError
 from hpml_bench.runfolder import atomic_write_json, is_write_failure, write_error
 
@@ -148,14 +148,6 @@ def meta(trained: TrainedRun, fmt, path: Path, cfg: ExportConfig, check: dict) -
 def _without_nulls(data: dict) -> dict:
     """native_hct reads meta.json with OpenCV's JSON parser, which rejects null."""
     return {k: _without_nulls(v) if isinstance(v, dict) else v for k, v in data.items() if v is not None}
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync(path: Path) -> None:

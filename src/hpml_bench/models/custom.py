@@ -6,7 +6,6 @@ The callable gets `num_classes` and `in_channels` when its signature takes them,
 model_source.json records (models/provenance.py)."""
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -19,6 +18,7 @@ from typing import Any, Callable, Optional
 from torch import nn
 
 from hpml_bench.errors import HpmlError
+from hpml_bench.integrity import file_sha256  # one sha256 for checkpoints, artifacts and model code
 from hpml_bench.models.base import MODELS
 from hpml_bench.models.source import SourceConfig, build_declared
 
@@ -119,10 +119,6 @@ def call_arguments(factory: Callable, num_classes: int, in_channels: int, kwargs
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     given = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels)) if takes_any or k in params}
     return {**given, **dict(kwargs)}
-
-
-def file_sha256(file: Path) -> str:
-    return hashlib.sha256(file.read_bytes()).hexdigest()
 
 
 @MODELS.register("custom", config=CustomConfig)

@@ -54,7 +54,7 @@ def with_recorded_source(run_dir: Path, dcfg: DictConfig) -> DictConfig:
     if file is None:
         return dcfg
     before = recorded_source(run_dir)
-    from hpml_bench.models.custom import file_sha256
+    from hpml_bench.integrity import file_sha256
 
     if file_sha256(file) != before["sha256"]:
         print(f"note: {file} changed since {run_dir} trained (sha256 {before['sha256'][:12]} -> "

@@ -14,24 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from deploy_helpers import make_run
+from deploy_helpers import USER_MYNET, make_run
 
 from hpml_bench.cli import main
 
-MYNET = '''
-import torch
-from torch import nn
-
-class MyNet(nn.Module):
-    def __init__(self, num_classes, in_channels=3, width=8):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
-        self.body = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
-        self.head = nn.Linear(2 * width, num_classes)
-
-    def forward(self, x):
-        return self.head(torch.flatten(self.body(self.features(x)), 1))
-'''
+MYNET = USER_MYNET
 COMMON = ["dataset.num_train=32", "dataset.num_val=16", "dataset.batch_size=8", "dataset.image_size=16"]
 MODELS = {
     "custom mynet:MyNet": ["model=custom", "model.target=mynet:MyNet"],

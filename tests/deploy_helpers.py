@@ -56,3 +56,20 @@ def parse_lines(text: str) -> dict[str, list[tuple[str, float]]]:
         path, *pairs = line.split()
         result[Path(path).name] = [(name, float(p)) for name, p in (pair.rsplit(":", 1) for pair in pairs)]
     return result
+
+
+# A user's own model (mynet.py), as the user-project tests and benchmarks/outside_models_export.py write it.
+USER_MYNET = '''
+import torch
+from torch import nn
+
+class MyNet(nn.Module):
+    def __init__(self, num_classes, in_channels=3, width=8):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.head = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.body(self.features(x)), 1))
+'''

@@ -12,21 +12,9 @@ from hpml_bench.config import compose_train, to_train_config
 from hpml_bench.errors import HpmlError
 from hpml_bench.models import build_model_from_config
 from hpml_bench.models.base import head_of, split_points
+from deploy_helpers import USER_MYNET
 
-MYNET = '''
-import torch
-from torch import nn
-
-class MyNet(nn.Module):
-    def __init__(self, num_classes, in_channels=3, width=8):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
-        self.body = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
-        self.head = nn.Linear(2 * width, num_classes)
-
-    def forward(self, x):
-        return self.head(torch.flatten(self.body(self.features(x)), 1))
-
+MYNET = USER_MYNET + '''
 def not_a_module(num_classes):
     return "hello"
 

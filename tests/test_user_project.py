@@ -11,25 +11,11 @@ import pandas as pd
 import pytest
 
 from conftest import hpml_subprocess
-from deploy_helpers import parse_lines, write_shape_pngs
+from deploy_helpers import USER_MYNET, parse_lines, write_shape_pngs
 
 pytestmark = pytest.mark.slow
 
-MYNET = '''"""The user's own model."""
-import torch
-from torch import nn
-
-
-class MyNet(nn.Module):
-    def __init__(self, num_classes, in_channels=3, width=8):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
-        self.body = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
-        self.head = nn.Linear(2 * width, num_classes)
-
-    def forward(self, x):
-        return self.head(torch.flatten(self.body(self.features(x)), 1))
-'''
+MYNET = USER_MYNET  # the user's own model
 MODEL = ["model=custom", "model.target=mynet:MyNet", "model.split_after=[features]"]
 TINY = ["dataset.num_train=32", "dataset.num_val=16", "dataset.image_size=16", "dataset.batch_size=8",
         "trainer.epochs=1", "trainer.progress=never"]

@@ -34,7 +34,7 @@ def main() -> None:
     text = log.read_text()
     written = re.search(r"written ([\d.]+) s after the signal", text).group(1)
     stamps = [datetime.datetime.strptime(m, "%H:%M:%S.%f")
-              for m in re.findall(r"(?:requeued SLURM job \S+|resuming .*) \((\d\d:\d\d:\d\d\.\d+)\)", text)]
+              for m in re.findall(r"(?:requeueing SLURM job \S+|resuming .*) \((\d\d:\d\d:\d\d\.\d+)\)", text)]
     print(re.search(r"stopped at .*", text).group(0))
     print(f"signal -> checkpoint on disk: {written} s")
     print(f"requeue -> resumed (checkpoint loaded, first step next): {(stamps[1] - stamps[0]).total_seconds():.1f} s")

@@ -127,7 +127,7 @@ def test_usr1_mid_epoch_requeues_and_resumes_bitwise(cluster, hpml):
     subprocess.run(["scancel", "--signal=USR1", job], check=True)
     wait_gone(job, timeout=240)
     text = log(job)
-    assert "hpml: requeued SLURM job" in text and "resuming" in text, text[-3000:]
+    assert "hpml: requeueing SLURM job" in text and "resuming" in text, text[-3000:]
     stopped = next(line for line in text.splitlines() if "stopped at epoch" in line)
     assert " step 0;" not in stopped  # stopped mid-epoch
     assert job_field(job, "JobState") == "COMPLETED" and job_field(job, "Restarts") == "1"

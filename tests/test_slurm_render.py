@@ -55,7 +55,8 @@ def test_torchrun_form_starts_one_agent_per_node(hpml, tmp_path):
     assert result.rc == 0, result.err
     text = (tmp_path / result.out.strip().splitlines()[-1]).read_text()
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --cpus-per-task=32", "#SBATCH --gres=gpu:4",
-                 'srun --ntasks-per-node=1 torchrun --nnodes="$SLURM_NNODES" --nproc-per-node=4',
+                 # the agent ignores the requeue signal (USR1 would kill it); its workers get it
+                 'srun --ntasks-per-node=1 /bin/bash -c \'trap "" USR1; exec "$@"\' bash torchrun --nnodes="$SLURM_NNODES" --nproc-per-node=4',
                  '--rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT"', "--max-restarts=1 --no-python hpml train"):
         assert line in text, line
     assert "storage every node sees" in text

@@ -110,6 +110,18 @@ def test_fp16_gradient_compression_stays_close_to_fp32(hpml, tmp_path):
     assert any(not torch.equal(fp32[k], fp16[k]) for k in fp32)  # the hook did compress
 
 
+def test_ordered_reduce_is_bitwise_the_same_whatever_the_bucket_layout(hpml, tmp_path):
+    # Over 4 ranks a ring all-reduce's sums depend on where an element lies in its bucket
+    # (float addition is not associative); the ordered hook's do not.
+    four = ["strategy=ddp", "strategy.nproc_per_node=4", "dataset.batch_size=8"]
+    train(hpml, "ring", *four)
+    for cap in ("0.001", "1000"):  # one bucket per parameter / one bucket for all
+        train(hpml, f"ordered_{cap}", *four, "strategy.comm_hook=ordered", f"strategy.bucket_cap_mb={cap}")
+    small, large = params(tmp_path, "ordered_0.001"), params(tmp_path, "ordered_1000")
+    assert all(torch.equal(small[k], large[k]) for k in small)
+    assert_same(params(tmp_path, "ring"), small, atol=1e-5)  # the same mean, to rounding
+
+
 def test_torchrun_form_writes_one_run_folder(tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                 "-m", "hpml_bench", "train", *BASE, "strategy=ddp", "dataset.batch_size=16"]

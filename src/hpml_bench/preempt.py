@@ -130,12 +130,12 @@ def requeue_job() -> None:
     """`scontrol requeue` this job: SLURM starts it again with SLURM_RESTART_COUNT + 1."""
     job = os.environ.get("SLURM_ARRAY_JOB_ID") and f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
     job = job or os.environ["SLURM_JOB_ID"]
+    # Said before the call: the requeue ends this job at once, and under torchrun the agent's
+    # step can be torn down (this process SIGKILLed) before scontrol has even returned.
+    print(f"hpml: requeueing SLURM job {job} ({datetime.datetime.now():%H:%M:%S.%f})", file=sys.stderr, flush=True)
     done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
     if done.returncode != 0:
         print(f"hpml: scontrol requeue {job} failed: {done.stderr.strip()} (submit with --requeue)", file=sys.stderr)
-    else:
-        print(f"hpml: requeued SLURM job {job} ({datetime.datetime.now():%H:%M:%S.%f})",
-              file=sys.stderr, flush=True)
 
 
 def report_stop(stop: StopRequest, trainer, checkpoint: Path, run_dir: Path) -> None:

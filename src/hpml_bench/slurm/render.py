@@ -55,13 +55,35 @@ def sbatch_lines(s: SlurmConfig, strategy: str) -> str:
     return "\n".join(f"#SBATCH {option}" for option in options)
 
 
-def _in_container(s: SlurmConfig, command: str) -> str:
+_EXEC_ARGS = 'exec "$@"'
+
+
+def _in_container(s: SlurmConfig, command: str, prelude: str = "") -> str:
+    """`command` as a task starts it: in the Greene container, and after shell `prelude` if any."""
     if s.container == "greene":
         # The overlay holds the Python environment (read-only, so many tasks can share it);
         # `exec` makes hpml the process SLURM's signals reach.
-        inner = f"source {s.env_script}; exec \"$@\""
+        inner = f"source {s.env_script}; {prelude}{_EXEC_ARGS}"
         return f"singularity exec --nv --overlay {s.overlay}:ro {s.image} /bin/bash -c {shlex.quote(inner)} bash {command}"
+    if prelude:
+        return f"/bin/bash -c {shlex.quote(prelude + _EXEC_ARGS)} bash {command}"  # bash: the script's $0
     return command
+
+
+# Signals torchrun's agent handles itself (it stops its workers and exits).
+_AGENT_HANDLES = {"TERM", "INT", "HUP", "QUIT"}
+
+
+def _agent_ignores(s: SlurmConfig) -> str:
+    """Shell that makes torchrun's agent ignore the requeue signal.
+
+    SLURM signals every process of a step, the agent too; torchrun has no handler for USR1 or
+    USR2, so their default action kills the agent at once, and SLURM tears the step down while
+    its workers are still writing the checkpoint. Ignored in the agent, the signal still
+    reaches the workers, and hpml installs its own handler there.
+    """
+    signal = s.signal.upper().removeprefix("SIG")
+    return "" if signal in _AGENT_HANDLES else f'trap "" {signal}; '
 
 
 def hpml_command(s: SlurmConfig) -> str:
@@ -72,8 +94,9 @@ def hpml_command(s: SlurmConfig) -> str:
 def torchrun_command(s: SlurmConfig) -> tuple[str, str]:
     """(how a node's task starts torchrun, what torchrun starts per worker) for launcher=torchrun."""
     if s.command is None:  # this Python's torchrun and hpml
-        return _in_container(s, f"{shlex.quote(sys.executable)} -m torch.distributed.run"), "-m hpml_bench train"
-    return _in_container(s, "torchrun"), f"--no-python {s.command} train"
+        return (_in_container(s, f"{shlex.quote(sys.executable)} -m torch.distributed.run", _agent_ignores(s)),
+                "-m hpml_bench train")
+    return _in_container(s, "torchrun", _agent_ignores(s)), f"--no-python {s.command} train"
 
 
 def render(s: SlurmConfig, strategy: str, overrides: list[str], script: str) -> str:

@@ -10,6 +10,7 @@ import inspect
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
 from torch.nn.parallel import DistributedDataParallel
@@ -30,12 +31,36 @@ def _powersgd(cfg) -> tuple:
     return state, powerSGD_hook.powerSGD_hook
 
 
+def _ordered_allreduce(state, bucket):
+    """The mean of every rank's bucket summed in rank order, the same for every element.
+
+    A ring all-reduce adds an element's values in an order set by where the element lies in
+    its bucket; over 3+ ranks float addition is not associative, so a different bucket layout
+    gives different last bits. DDP lays its buckets out anew after the first step of every
+    process, so a run resumed mid-epoch (whose first step uses the initial layout) drifts from
+    the uninterrupted one by rounding. All-gather + a sum in rank order is bitwise the same
+    whatever the layout, for world size x the bytes of a ring all-reduce.
+    """
+    grads = bucket.buffer()
+    parts = [torch.empty_like(grads) for _ in range(dist.get_world_size())]
+
+    def mean(fut):
+        gathered = fut.value()
+        total = gathered[0].clone()
+        for part in gathered[1:]:
+            total += part
+        return total.div_(len(gathered))
+
+    return dist.all_gather(parts, grads, async_op=True).get_future().then(mean)
+
+
 # comm_hook name -> (hook state, hook) for DistributedDataParallel.register_comm_hook
 _HOOKS = {
     "none": lambda cfg: None,
     "fp16": lambda cfg: (None, default_hooks.fp16_compress_hook),
     "bf16": lambda cfg: (None, default_hooks.bf16_compress_hook),
     "powersgd": _powersgd,
+    "ordered": lambda cfg: (None, _ordered_allreduce),
 }
 
 

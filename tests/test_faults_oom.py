@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-import hpml_bench.strategies.base as base
+import hpml_bench.strategies.step as step_module
 from tests.conftest import TINY
 from tests.test_faults_nonfinite import error_line
 from tests.test_preempt import load
@@ -12,7 +12,7 @@ RUN = [*TINY, "model=mlp", "optimizer=sgd", "trainer.epochs=1"]  # batch 16
 
 
 def test_oom_is_one_line_with_the_fixes(hpml, monkeypatch):
-    monkeypatch.setattr(base, "oom_above", 8)
+    monkeypatch.setattr(step_module, "oom_above", 8)
     r = hpml("train", *RUN, "run_dir=run")
     assert r.rc == 2
     line = error_line(r.err)
@@ -23,7 +23,7 @@ def test_oom_is_one_line_with_the_fixes(hpml, monkeypatch):
 
 def test_auto_microbatch_halves_once_and_gives_the_same_result(hpml, tmp_path, monkeypatch):
     assert hpml("train", *RUN, "run_dir=plain").rc == 0
-    monkeypatch.setattr(base, "oom_above", 5)
+    monkeypatch.setattr(step_module, "oom_above", 5)
     r = hpml("train", *RUN, "trainer.auto_microbatch=true", "run_dir=auto")
     assert r.rc == 0, r.err
     said = [line for line in r.err.splitlines() if "out of memory at micro-batch" in line]

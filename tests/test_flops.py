@@ -10,7 +10,7 @@ import torchvision
 from hpml_bench.config import compose_train, to_train_config
 from hpml_bench.errors import HpmlError
 from hpml_bench.flops import Throughput, count_train_flops, lookup_peak, measure
-from hpml_bench.strategies.base import COMPILE_MODES, compile_mode
+from hpml_bench.strategies.step import COMPILE_MODES, compile_mode
 from hpml_bench.tasks import build_task
 from conftest import TINY
 

@@ -32,7 +32,8 @@ def test_profiler_writes_one_bounded_trace_with_named_step_ranges(hpml, tmp_path
 
 
 def test_profiler_ranges_cost_nothing_when_off(hpml, tmp_path):
-    from hpml_bench.strategies.base import Strategy, StepSettings, StrategyConfig, no_range
+    from hpml_bench.strategies.base import Strategy, StrategyConfig, no_range
+    from hpml_bench.strategies.step import StepSettings
 
     strategy = Strategy(StrategyConfig(), StepSettings())
     assert strategy.range is no_range

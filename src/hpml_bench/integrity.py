@@ -130,3 +130,24 @@ def check_files(folder: Path, records: dict[str, dict], fix: str) -> None:
             raise HpmlError(f"cache file {file} is damaged ({size} bytes, the index says {rec['size']}: truncated?); {fix}")
         if (file_sha256(file) != rec["sha256"]) if full else (sampled_sha256(file) != rec["sampled_sha256"]):
             raise HpmlError(f"cache file {file} is damaged (its content differs from the index's checksum); {fix}")
+
+
+def atomic_torch_save(obj: Any, path: Path, keep: int = 1) -> None:
+    """Temp file, fsync, rename, then its sha256 beside it (<name>.sha256); a full disk is
+    WriteError with the temp file removed. keep > 1 rotates older copies only once the new
+    file is whole."""
+    import torch  # here: the checksum helpers above serve processes that never load torch
+
+    from hpml_bench.runfolder import atomic_write_text, writing
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with writing(path, tmp):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            hashing = HashingWriter(f)
+            torch.save(obj, hashing)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: a crash leaves the old file or the new one
+        rotate(path, keep)
+        os.replace(tmp, path)
+    atomic_write_text(side_file(path), f"{hashing.digest.hexdigest()}  {path.name}\n")

@@ -17,7 +17,7 @@ from hpml_bench.flops import Throughput
 from hpml_bench.workers import watch_workers
 from hpml_bench.preempt import NoStop
 from hpml_bench.strategies import Strategy
-from hpml_bench.strategies.base import compile_mode
+from hpml_bench.strategies.step import compile_mode
 from hpml_bench.tasks import Task
 
 

@@ -6,7 +6,6 @@ Only modules in this package import torch.distributed.
 from __future__ import annotations
 
 import contextlib
-import os
 import resource
 import sys
 from dataclasses import dataclass
@@ -19,26 +18,11 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from hpml_bench.errors import HpmlError
 from hpml_bench.registry import Registry
+from hpml_bench.strategies.step import StepLoop, StepSettings, compile_mode
 
 STRATEGIES: Registry = Registry("strategy")
-# A simulated out-of-memory above this micro-batch size (tests on CPU); 0 = none.
-oom_above = int(os.environ.get("HPML_SIMULATE_OOM_ABOVE", "0") or 0)
-
 _AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _NO_RANGE = contextlib.nullcontext()  # reentrant: one instance serves every step
-
-
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
-_COMPILE_ALIASES = {"false": "off", "none": "off", "no": "off", "true": "default", "yes": "default"}
-
-
-def compile_mode(value) -> str:
-    """trainer.compile as one of COMPILE_MODES (booleans and their spellings as aliases)."""
-    mode = str(value).strip().lower()
-    mode = _COMPILE_ALIASES.get(mode, mode)
-    if mode not in COMPILE_MODES:
-        raise HpmlError(f"trainer.compile={value}: use one of {', '.join(COMPILE_MODES)} (or true/false)")
-    return mode
 
 
 def no_range(name: str):
@@ -52,30 +36,7 @@ class StrategyConfig:
     backend: str = "auto"  # auto | gloo | nccl (distributed strategies)
 
 
-@dataclass
-class StepSettings:
-    """The trainer knobs that shape a step (copied from TrainerConfig)."""
-
-    device: str = "auto"
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: Any = "off"  # off | default | reduce-overhead | max-autotune (True/False: default/off)
-    grad_clip_norm: Optional[float] = None
-    # trainer.on_nonfinite=skip: drop an optimizer step whose gradients are NaN/inf.
-    skip_nonfinite: bool = False
-    # trainer.auto_microbatch: on out-of-memory, halve the micro-batch and accumulate.
-    auto_microbatch: bool = False
-
-
-@dataclass
-class StepOutput:
-    loss: torch.Tensor  # detached, mean over the batch
-    logits: torch.Tensor  # detached, what metrics score
-    targets: torch.Tensor
-    n: int  # samples in the batch
-
-
-class Strategy:
+class Strategy(StepLoop):
     """Single-process base; distributed strategies override setup/prepare/reduce/barrier."""
 
     world_size = 1
@@ -212,105 +173,6 @@ class Strategy:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
 
-    # -- steps ------------------------------------------------------------------------
-    def train_step(self, batch, step_optimizer: bool = True, loss_scale: float = 1.0) -> StepOutput:
-        """Forward, loss, backward; an optimizer (and scheduler) step when step_optimizer.
-
-        loss_scale divides the loss for gradient accumulation over several calls.
-        """
-        inputs, targets = self.to_device(batch)
-        while True:
-            try:
-                out = self._forward_backward(inputs, targets, step_optimizer, loss_scale)
-                break
-            except torch.OutOfMemoryError as exc:
-                from hpml_bench.oom import after_oom
-
-                after_oom(self, exc, len(targets))  # raises the one line, or halves micro_batch
-        self._fresh_grads = step_optimizer
-        if step_optimizer:
-            with self.range("optimizer_step"):
-                self.optimizer_step()
-        return out
-
-    micro_batch: Optional[int] = None  # set by trainer.auto_microbatch after an out-of-memory
-    _fresh_grads = True  # no gradient accumulated since the last optimizer step
-
-    def _forward_backward(self, inputs, targets, step_optimizer: bool, loss_scale: float) -> StepOutput:
-        """Forward and backward over the batch, in micro-batches of self.micro_batch when set
-        (each loss weighted by its share, so the gradients are the whole batch's)."""
-        n = len(targets)
-        size = self.micro_batch or n
-        losses, logits = [], []
-        for start in range(0, n, size):
-            x, y = inputs[start:start + size], targets[start:start + size]
-            if oom_above and len(y) > oom_above:  # HPML_SIMULATE_OOM_ABOVE: tests on CPU
-                raise torch.OutOfMemoryError(f"simulated out of memory: micro-batch {len(y)} > {oom_above}")
-            # DDP's no_sync must cover forward and backward together (synced on the last one).
-            with self.grad_sync(step_optimizer and start + size >= n):
-                with self.range("forward"), self.autocast():
-                    outputs = self.model(x)
-                    loss = self.loss_fn(outputs, y)
-                with self.range(self.backward_range):
-                    share = loss_scale if len(y) == n else loss_scale * len(y) / n
-                    self.scaler.scale(loss * share).backward()
-            self._fresh_grads = False
-            losses.append(loss.detach() if len(y) == n else loss.detach() * (len(y) / n))
-            logits.append(self.logits_fn(outputs).detach())
-        loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
-        return StepOutput(loss, logits[0] if len(logits) == 1 else torch.cat(logits), targets, n)
-
-    # DDP names it "backward+allreduce": its gradient all-reduce overlaps the backward pass.
-    backward_range = "backward"
-
-    def grad_sync(self, sync: bool):
-        """Context that skips gradient all-reduce on accumulation steps (DDP's no_sync)."""
-        return contextlib.nullcontext()
-
-    # Optimizer steps dropped in a row for NaN/inf gradients (trainer.on_nonfinite=skip).
-    nonfinite_in_a_row = 0
-    nonfinite_dropped = 0  # in the whole run
-
-    def optimizer_step(self) -> None:
-        if self.step.skip_nonfinite and self._nonfinite_gradients():
-            self.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite_in_a_row += 1
-            self.nonfinite_dropped += 1
-            return
-        self.nonfinite_in_a_row = 0
-        if self.step.grad_clip_norm:
-            self.scaler.unscale_(self.optimizer)
-            self.clip_gradients(self.step.grad_clip_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scheduler is not None:
-            self.scheduler.step()
-
-    def _nonfinite_gradients(self) -> bool:
-        """Any rank's gradients NaN/inf? One host sync per optimizer step, as GradScaler's own
-        skip costs (fp16 leaves it to GradScaler, whose inf steps are expected)."""
-        if self.scaler.is_enabled():
-            return False
-        from hpml_bench.finite import all_finite
-
-        ok = all_finite([p.grad for g in self.optimizer.param_groups for p in g["params"]])
-        return bool(self.reduce((~ok).float().reshape(1).cpu(), "max").item())
-
-    def clip_gradients(self, max_norm: float) -> None:
-        nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-
-    @torch.no_grad()
-    def eval_step(self, batch) -> StepOutput:
-        inputs, targets = self.to_device(batch)
-        with self.autocast():
-            outputs = self.model(inputs)
-            loss = self.loss_fn(outputs, targets)
-        return StepOutput(loss, self.logits_fn(outputs), targets, len(targets))
-
-    def train(self, mode: bool = True) -> None:
-        self.model.train(mode)
-
     # -- collectives (no-ops on one process) ------------------------------------------
     def reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         """Reduce over ranks: op is 'sum' or 'max'."""
@@ -367,6 +229,8 @@ class Strategy:
         if self.is_main:
             from hpml_bench.runlock import writing_checkpoint
 
+            from hpml_bench.integrity import atomic_torch_save
+
             with writing_checkpoint(path.parent):  # export / cam / predict do not read meanwhile
                 atomic_torch_save(state, path, keep)
         self.barrier()
@@ -376,24 +240,3 @@ class Strategy:
         from hpml_bench.integrity import load_checkpoint_file
 
         return load_checkpoint_file(path)
-
-
-def atomic_torch_save(obj: Any, path: Path, keep: int = 1) -> None:
-    """Temp file, fsync, rename, then its sha256 beside it (<name>.sha256); a full disk is
-    WriteError with the temp file removed. keep > 1 rotates older copies only once the new
-    file is whole."""
-    from hpml_bench.integrity import HashingWriter, rotate, side_file
-    from hpml_bench.runfolder import atomic_write_text, writing
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with writing(path, tmp):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            hashing = HashingWriter(f)
-            torch.save(obj, hashing)
-            f.flush()
-            os.fsync(f.fileno())  # on disk before the rename: a crash leaves the old file or the new one
-        rotate(path, keep)
-        os.replace(tmp, path)
-    atomic_write_text(side_file(path), f"{hashing.digest.hexdigest()}  {path.name}\n")
-

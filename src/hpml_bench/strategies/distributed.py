@@ -10,7 +10,8 @@ import torch
 import torch.distributed as dist
 
 from hpml_bench.errors import HpmlError
-from hpml_bench.strategies.base import StepSettings, Strategy, StrategyConfig
+from hpml_bench.strategies.base import Strategy, StrategyConfig
+from hpml_bench.strategies.step import StepSettings
 from hpml_bench.strategies.dist_env import read_dist_env
 
 _OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}

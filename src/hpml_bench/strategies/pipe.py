@@ -17,7 +17,8 @@ from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGP
 
 from hpml_bench.errors import HpmlError
 from hpml_bench.models import split_points
-from hpml_bench.strategies.base import STRATEGIES, StepOutput
+from hpml_bench.strategies.base import STRATEGIES
+from hpml_bench.strategies.step import StepOutput
 from hpml_bench.strategies.distributed import DistributedConfig, DistributedStrategy
 
 _SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B, "interleaved_1f1b": ScheduleInterleaved1F1B}

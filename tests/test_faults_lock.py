@@ -106,3 +106,34 @@ def test_export_refused_while_a_checkpoint_is_written(hpml, tmp_path):
         holder.wait()
     assert not (tmp_path / "run/export/torchscript").exists()
     assert hpml("export", "run=run", "format=torchscript").rc == 0
+
+
+@pytest.mark.dist
+def test_a_refused_lock_stops_every_srun_task_at_once(tmp_path):
+    # Two tasks as srun starts them (SLURM_PROCID, SLURM_NTASKS; no launcher that would kill
+    # the other when one exits). Rank 0 used to refuse before joining the group, and rank 1
+    # waited for it until strategy.timeout_s (600 s here).
+    import socket
+
+    write_lock(tmp_path / "run", 5)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC_")) and k not in ("RANK", "WORLD_SIZE")}
+    env.update(SLURM_NTASKS="2", SLURM_JOB_NODELIST="127.0.0.1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    exe = Path(sys.executable).with_name("hpml")
+    tasks = [subprocess.Popen([str(exe), "train", *RUN, "trainer.epochs=1", "run_dir=run", "strategy=ddp",
+                               "strategy.backend=gloo", "strategy.timeout_s=600"], cwd=tmp_path, text=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env={**env, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)}) for rank in (0, 1)]
+    started = time.time()
+    try:
+        errs = [task.communicate(timeout=180)[1] for task in tasks]
+    finally:
+        for task in tasks:
+            task.kill()
+    assert time.time() - started < 120
+    for task, err in zip(tasks, errs):
+        assert task.returncode == 2, err
+        assert "in use by a live hpml train (pid 12345 on othernode" in error_line(err), err
+    assert not (tmp_path / "run/config.yaml").exists()

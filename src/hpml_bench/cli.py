@@ -97,7 +97,10 @@ def train_command(args: list[str]) -> int:
         # Check the config and the run folder before Hydra makes a folder and starts,
         # so mistakes read as one line and leave nothing behind.
         cfg = to_train_config(compose_train(args))
-        if read_dist_env().rank == 0:  # a live run there: say who (other ranks wait for rank 0's lock)
+        if read_dist_env().world_size == 1:  # a live run there: say who
+            # In a job of several processes rank 0 takes the lock once the group is up, and
+            # every rank stops with its line (run.py): a rank 0 leaving here would leave
+            # srun's other tasks waiting for it until strategy.timeout_s.
             check_not_held(Path(cfg.resume or cfg.run_dir))
         check_run_folder(Path(cfg.resume or cfg.run_dir), cfg.resume)
         check_writable(Path(cfg.resume or cfg.run_dir), create=False)  # before Hydra starts or data loads

@@ -52,9 +52,7 @@ def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), cho
         hosts = rank_hosts(strategy)
         run_dir = _shared_run_dir(strategy, run_dir)
         check_shared_run_dir(run_dir, strategy.rank, hosts)
-        if strategy.is_main:  # before any data is loaded
-            check_writable(run_dir)
-            lock = RunLock(run_dir).acquire()
+        lock = _take_run_folder(strategy, run_dir)  # before any data is loaded
         trainer = _build_trainer(cfg, dcfg, strategy, run_dir, choices or {}, stop)
         if checkpoint is not None:
             _resume(trainer, strategy, checkpoint)
@@ -84,6 +82,29 @@ def run_training(dcfg: DictConfig, run_dir: Path, overrides: list[str] = (), cho
     if trainer.stopped_at:
         raise SystemExit(stop.exit_code)
     return history
+
+
+def _take_run_folder(strategy: Strategy, run_dir: Path) -> RunLock | None:
+    """Rank 0 checks the run folder is writable and takes its lock; every rank learns the
+    outcome, so when rank 0 refuses (a live run holds the folder, a full disk) the other ranks
+    stop with its line at once instead of waiting in a collective until strategy.timeout_s."""
+    lock, failure = None, None
+    if strategy.is_main:
+        try:
+            check_writable(run_dir)
+            lock = RunLock(run_dir).acquire()
+        except HpmlError as exc:
+            if strategy.world_size == 1:
+                raise
+            failure = (str(exc), exc.exit_code, exc)
+    shared = strategy.broadcast_object(None if failure is None else failure[:2])
+    if shared is not None:
+        if failure is not None:
+            raise failure[2]
+        error = HpmlError(shared[0])
+        error.exit_code = shared[1]
+        raise error
+    return lock
 
 
 def _shared_run_dir(strategy: Strategy, run_dir: Path) -> Path:

@@ -24,7 +24,10 @@ def launch_workers(nproc: int, train_args: list[str]) -> int:
     try:
         elastic_launch(config, sys.executable)("-m", "hpml_bench", "train", *train_args)
     except ChildFailedError as exc:
-        rank, failure = exc.get_first_failure()
+        # The cause before its echoes: a rank that crashed (exit 1, a signal) over the ranks that
+        # then lost it as a peer and said so (exit 2, seen in the same monitor round); then the
+        # earliest. All exit 2 (the same mistake everywhere): the earliest.
+        rank, failure = min(exc.failures.items(), key=lambda kv: (kv[1].exitcode == 2, kv[1].timestamp, kv[0]))
         # A worker's own `error:` line (or traceback) is already on stderr above this one.
         print(f"error: worker rank {rank} failed with exit code {failure.exitcode}; the others were stopped",
               file=sys.stderr)

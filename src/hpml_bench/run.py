@@ -94,13 +94,11 @@ def _take_run_folder(strategy: Strategy, run_dir: Path) -> RunLock | None:
             check_writable(run_dir)
             lock = RunLock(run_dir).acquire()
         except HpmlError as exc:
-            if strategy.world_size == 1:
-                raise
-            failure = (str(exc), exc.exit_code, exc)
-    shared = strategy.broadcast_object(None if failure is None else failure[:2])
+            failure = exc
+    shared = strategy.broadcast_object(None if failure is None else (str(failure), failure.exit_code))
+    if failure is not None:
+        raise failure
     if shared is not None:
-        if failure is not None:
-            raise failure[2]
         error = HpmlError(shared[0])
         error.exit_code = shared[1]
         raise error

@@ -40,6 +40,11 @@ def template_name(strategy: str, nodes: int, launcher: str = "srun") -> str:
     return strategy
 
 
+def _signal_name(s: SlurmConfig) -> str:
+    """slurm.signal as SLURM and the shell spell it: 'SIGUSR1' / 'usr1' -> 'USR1'."""
+    return s.signal.upper().removeprefix("SIG")
+
+
 def sbatch_lines(s: SlurmConfig, strategy: str) -> str:
     tasks, cpus = tasks_per_node(s, strategy), s.cpus_per_task
     if s.launcher == "torchrun":  # one task per node (the agent), with the CPUs of all its workers
@@ -50,7 +55,7 @@ def sbatch_lines(s: SlurmConfig, strategy: str) -> str:
     options += [f"--{key}={value}" for key, value in (("partition", s.partition), ("account", s.account), ("qos", s.qos)) if value]
     # Signal the job steps (hpml under srun) before the time limit; --requeue lets hpml requeue it;
     # append: a requeued job's log continues the first start's.
-    options += [f"--signal={s.signal.upper().removeprefix('SIG')}@{s.signal_lead_s}", "--requeue",
+    options += [f"--signal={_signal_name(s)}@{s.signal_lead_s}", "--requeue",
                 f"--output={s.out_dir}/%x-%j.out", "--open-mode=append", *s.extra]
     return "\n".join(f"#SBATCH {option}" for option in options)
 
@@ -82,7 +87,7 @@ def _agent_ignores(s: SlurmConfig) -> str:
     its workers are still writing the checkpoint. Ignored in the agent, the signal still
     reaches the workers, and hpml installs its own handler there.
     """
-    signal = s.signal.upper().removeprefix("SIG")
+    signal = _signal_name(s)
     return "" if signal in _AGENT_HANDLES else f'trap "" {signal}; '
 
 
@@ -101,7 +106,7 @@ def torchrun_command(s: SlurmConfig) -> tuple[str, str]:
 
 def render(s: SlurmConfig, strategy: str, overrides: list[str], script: str) -> str:
     """The sbatch script's text for this job."""
-    extra = [] if s.signal.upper().removeprefix("SIG") == "USR1" else [f"trainer.requeue_signal={s.signal}"]
+    extra = [] if _signal_name(s) == "USR1" else [f"trainer.requeue_signal={s.signal}"]
     torchrun, worker = torchrun_command(s)
     values = {
         "script": script,

@@ -227,9 +227,8 @@ class Strategy(StepLoop):
         """Written by the main rank to a temp file, then renamed: never a half file; `keep`-1
         older ones are kept as <name>.1.pt, ... (trainer.keep_checkpoints)."""
         if self.is_main:
-            from hpml_bench.runlock import writing_checkpoint
-
             from hpml_bench.integrity import atomic_torch_save
+            from hpml_bench.runlock import writing_checkpoint
 
             with writing_checkpoint(path.parent):  # export / cam / predict do not read meanwhile
                 atomic_torch_save(state, path, keep)

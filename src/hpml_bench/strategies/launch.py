@@ -3,6 +3,7 @@ launcher, as torchrun does), so a workstation user needs no second tool."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import uuid
 
@@ -24,10 +25,14 @@ def launch_workers(nproc: int, train_args: list[str]) -> int:
     try:
         elastic_launch(config, sys.executable)("-m", "hpml_bench", "train", *train_args)
     except ChildFailedError as exc:
-        # The cause before its echoes: a rank that crashed (exit 1, a signal) over the ranks that
-        # then lost it as a peer and said so (exit 2, seen in the same monitor round); then the
-        # earliest. All exit 2 (the same mistake everywhere): the earliest.
-        rank, failure = min(exc.failures.items(), key=lambda kv: (kv[1].exitcode == 2, kv[1].timestamp, kv[0]))
+        # The cause before its echoes: a rank that crashed (exit 1) over the ranks that then lost
+        # it as a peer and said so (exit 2), and those over the ranks the launcher stopped itself
+        # (SIGTERM: -15); within a kind, the earliest. Seen in the same monitor round, torch's
+        # own choice (the earliest timestamp) often named a stopped rank.
+        def kind(code: int) -> int:
+            return 2 if code == -signal.SIGTERM else 1 if code == 2 else 0
+
+        rank, failure = min(exc.failures.items(), key=lambda kv: (kind(kv[1].exitcode), kv[1].timestamp, kv[0]))
         # A worker's own `error:` line (or traceback) is already on stderr above this one.
         print(f"error: worker rank {rank} failed with exit code {failure.exitcode}; the others were stopped",
               file=sys.stderr)

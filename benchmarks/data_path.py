@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hpml_bench.config import compose_train
+from hpml_bench.train.config import compose_train
 from hpml_bench.data.cache import prepare_cache
-from hpml_bench.run import run_training
+from hpml_bench.train.run import run_training
 
 
 def make_cifar128(root: Path, n: int, size: int = 128) -> None:

@@ -19,9 +19,10 @@ import time
 import torch
 from pathlib import Path
 
-from hpml_bench.config import compose_train, to_train_config
-from hpml_bench.finite import FiniteWatch
-from hpml_bench.run import _build_trainer
+from hpml_bench.train.config import compose_train, to_train_config
+from hpml_bench.faults.nonfinite import FiniteWatch
+from hpml_bench.runfolder import RunFolder
+from hpml_bench.train.run import _build_trainer
 from hpml_bench.strategies import StepSettings, build_strategy
 
 
@@ -35,9 +36,9 @@ def step_blocks(rounds: int, block: int) -> tuple[list[float], list[float]]:
     strategy = build_strategy(cfg.strategy, StepSettings("cpu"))
     strategy.setup()
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = _build_trainer(cfg, dcfg, strategy, Path(tmp), {})
+        trainer = _build_trainer(cfg, dcfg, strategy, RunFolder(tmp), {})
     batch = next(iter(trainer.train_loader))
-    watch = FiniteWatch("stop", 1)
+    watch = FiniteWatch("stop", 1, strategy)
     watch.start_epoch(block, 0, strategy.device)
     on, off = [], []
     order = random.Random(0).choices((True, False), k=2 * rounds)  # a random order: no drift favours one side
@@ -49,7 +50,7 @@ def step_blocks(rounds: int, block: int) -> tuple[list[float], list[float]]:
                 watch.see(i, out.loss)
         if checked:
             watch.checked = 0
-            watch.check(trainer, 0, block - 1)  # the read at a check point: once per block, in the time
+            watch.check(0, block - 1)  # the read at a check point: once per block, in the time
         elapsed = (time.thread_time() - start) / block
         (on if checked else off).append(elapsed)
     return on, off

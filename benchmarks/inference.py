@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from hpml_bench.deploy.formats import FORMATS, quiet
-from hpml_bench.models.factory import build_model
+from hpml_bench.train.config import build_model
 
 MODELS = {"resnet18": dict(size=224, channels=3, classes=1000), "hct": dict(size=512, channels=1, classes=2)}
 NATIVE = Path(__file__).resolve().parents[1] / "cpp" / "build" / "native_hct"

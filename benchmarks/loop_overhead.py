@@ -161,8 +161,8 @@ def process_form(args) -> dict[str, list[float]]:
 
 def hpml_round(args, folder: Path) -> float:
     """samples/s of one hpml epoch (its own run_s: the loop, without start-up or validation)."""
-    from hpml_bench.config import compose_train
-    from hpml_bench.run import run_training
+    from hpml_bench.train.config import compose_train
+    from hpml_bench.train.run import run_training
 
     with contextlib.redirect_stdout(io.StringIO()):  # the epoch table, once per round, is noise here
         records = run_training(compose_train(overrides(args) + ["trainer.epochs=1", "trainer.warmup_epochs=0",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from deploy_helpers import USER_MYNET, make_run
 
-from hpml_bench.cli import main
+from hpml_bench.cli.main import main
 
 MYNET = USER_MYNET
 COMMON = ["dataset.num_train=32", "dataset.num_val=16", "dataset.batch_size=8", "dataset.image_size=16"]

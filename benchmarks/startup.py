@@ -1,4 +1,4 @@
-"""What every run and bench cell pays before it trains: the import of hpml_bench.run, the
+"""What every run and bench cell pays before it trains: the import of hpml_bench.train.run, the
 seconds from `hpml train`'s start to its first finished step (summary.json startup_s), and the
 wall time of a whole `hpml train`. Each measure is a fresh process, as a user runs it.
 
@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-HPML = [sys.executable, "-c", "import sys; from hpml_bench.cli import main; sys.exit(main())"]
-PROBE = "import time; t = time.perf_counter(); import hpml_bench.run; print(time.perf_counter() - t)"
+HPML = [sys.executable, "-c", "import sys; from hpml_bench.cli.main import main; sys.exit(main())"]
+PROBE = "import time; t = time.perf_counter(); import hpml_bench.train.run; print(time.perf_counter() - t)"
 
 
 def _env(src: str) -> dict:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from hpml_bench.config import compose_train
-from hpml_bench.run import run_training
+from hpml_bench.train.config import compose_train
+from hpml_bench.train.run import run_training
 
 TWO_RANK = {
     "ddp": ["strategy=ddp"],

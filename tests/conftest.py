@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hpml_bench.cli import main
+from hpml_bench.cli.main import main
 
 # A run small enough for a test: ResNet-18 on 16x16 shapes, 4 steps per epoch.
 TINY = ["dataset.num_train=64", "dataset.num_val=32", "dataset.image_size=16", "dataset.batch_size=16",

@@ -150,7 +150,7 @@ def test_report_reads_a_multirun_sweep_with_a_baseline(hpml, tmp_path):
     ("segmentation_scaling", "unet", "lgg_mri", 256),
 ])
 def test_experiment_presets_carry_the_seed_recipe(preset, model, dataset, image_size):
-    from hpml_bench.config import compose_train
+    from hpml_bench.train.config import compose_train
 
     cfg = compose_train([f"experiment={preset}"])
     assert (cfg.model.name, cfg.dataset.name, cfg.dataset.image_size) == (model, dataset, image_size)
@@ -160,7 +160,7 @@ def test_experiment_presets_carry_the_seed_recipe(preset, model, dataset, image_
 
 def test_every_bench_config_composes_in_both_forms():
     from hpml_bench.bench.config import expand_cells, load_bench
-    from hpml_bench.config import choices
+    from hpml_bench.config.groups import choices
 
     for name in choices("bench"):
         for scale in ("full", "smoke"):

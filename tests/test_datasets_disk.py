@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import only_run_folder, read_run
 from fixtures_data import make_hct_lists, make_image_folder, make_lgg, make_retinopathy
-from hpml_bench.config import compose_train
+from hpml_bench.train.config import compose_train
 from hpml_bench.data import build_datasets
 from hpml_bench.data import cache as cache_mod
 from hpml_bench.data.cache import cache_folder, load_cache, prepare_cache

@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import hpml_subprocess
 from deploy_helpers import make_run, parse_lines, write_shape_pngs
-from hpml_bench.cli import main
+from hpml_bench.cli.main import main
 
 pytestmark = [pytest.mark.cpp, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from hpml_bench.data.files import FileDatasetConfig, FileImages, Sample
 from hpml_bench.deploy.export import ExportConfig, export_run, sha256
 from hpml_bench.deploy.formats import FORMATS
 from hpml_bench.deploy.preprocess import load_input
-from hpml_bench.runload import load_trained, preprocess_spec
+from hpml_bench.train.trained_run import load_trained, preprocess_spec
 from hpml_bench.deploy.validate import RunData
 
 FAST = ["torchscript", "exported", "onnx"]
@@ -195,7 +195,7 @@ def test_preprocessing_equals_trainings_validation_transform(tmp_path, channels,
 @pytest.mark.slow
 def test_int8_of_a_trained_model_loses_at_most_one_point(tmp_path):
     """pt2e int8 (calibrated on training batches) against fp32 on the run's 400 validation images."""
-    from hpml_bench.cli import main
+    from hpml_bench.cli.main import main
 
     run = tmp_path / "resnet18"  # a conv net: its convolutions are what the int8 kernels replace
     assert main(["train", "model=resnet18", f"run_dir={run}", "dataset.image_size=32", "trainer.epochs=5",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hpml_bench import docs_reference
-from hpml_bench.fielddoc import describe, own_comments
+from hpml_bench.config.fielddoc import describe, own_comments
 
 from conftest import TINY
 
@@ -24,7 +24,7 @@ def test_reference_pages_are_current(monkeypatch):
     for name, text in docs_reference.pages().items():
         path = ROOT / "docs" / "reference" / name
         assert path.exists() and path.read_text() == text, (
-            f"docs/reference/{name} is stale: run python -m hpml_bench.docs_reference")
+            f"docs/reference/{name} is stale: run python -m hpml_bench.cli.docs_reference")
 
 
 def test_every_config_key_has_a_description():
@@ -32,7 +32,7 @@ def test_every_config_key_has_a_description():
 
 
 def test_descriptions_come_from_the_field_comments():
-    from hpml_bench.trainer import TrainerConfig
+    from hpml_bench.train.trainer import TrainerConfig
     from hpml_bench.data.shapes import ShapesConfig
 
     # a comment at the end of the line, comment lines above, and a base class's comment

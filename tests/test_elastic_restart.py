@@ -30,7 +30,7 @@ def worker_pid(launcher: int, rank: int) -> int | None:
         except OSError:
             continue
         if f"RANK={rank}".encode() in environ and b"hpml_bench" in cmdline and b"torch.distributed.run" not in cmdline \
-                and f"TORCHELASTIC_RESTART_COUNT=0".encode() in environ and _descends(int(entry.name), launcher):
+                and "TORCHELASTIC_RESTART_COUNT=0".encode() in environ and _descends(int(entry.name), launcher):
             return int(entry.name)
     return None
 

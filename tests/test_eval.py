@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import TINY
 from fixtures_data import make_seg_folder
-from hpml_bench.cli import main
+from hpml_bench.cli.main import main
 
 SEG = ["model=unet_tiny", "dataset=seg_folder", "dataset.batch_size=8", "trainer.epochs=2", "optimizer.lr=0.01",
        "trainer.progress=never"]

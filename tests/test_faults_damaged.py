@@ -6,7 +6,6 @@ import pytest
 import json
 import os
 
-import torch
 
 from tests.conftest import TINY
 from tests.test_faults_nonfinite import error_line

@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.conftest import TINY
 from tests.test_faults_nonfinite import error_line

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpml_bench.runlock import LOCK
+from hpml_bench.runfolder.lock import LOCK
 from tests.conftest import TINY
 from tests.test_faults_nonfinite import error_line
 
@@ -92,7 +92,7 @@ def test_export_refused_while_a_checkpoint_is_written(hpml, tmp_path):
 
     Image.new("RGB", (16, 16)).save(tmp_path / "img.png")
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from hpml_bench.runlock import writing_checkpoint\n"
+        "import sys, time; from pathlib import Path; from hpml_bench.runfolder.lock import writing_checkpoint\n"
         "with writing_checkpoint(Path('run/checkpoints')):\n    print('held', flush=True); time.sleep(60)")],
         cwd=tmp_path, stdout=subprocess.PIPE, text=True)
     try:

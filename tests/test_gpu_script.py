@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY
-from hpml_bench.config import compose_train, to_train_config
+from hpml_bench.train.config import compose_train, to_train_config
 from hpml_bench.errors import HpmlError
 
 ROOT = Path(__file__).resolve().parents[1]

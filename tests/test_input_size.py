@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import TINY
-from hpml_bench.config import compose_train, to_train_config
-from hpml_bench.models.factory import build_model
+from hpml_bench.train.config import compose_train, to_train_config
+from hpml_bench.train.config import build_model
 
 
 def resolved(*overrides):
@@ -56,7 +56,7 @@ def test_refused_before_anything_runs(hpml, tmp_path, args, message):
 def test_declared_minimum_and_divisor_are_true():
     """Each model runs at its declared minimum and fails one pixel below. (InceptionV3's 75 is
     torchvision's own declaration, in its weights' meta.)"""
-    from hpml_bench.models.factory import model_config
+    from hpml_bench.train.config import model_config
 
     for name in ("hct_tiny", "iformer_tiny", "unet_tiny", "fcn_tiny", "segnet_tiny"):
         cfg = model_config(name)

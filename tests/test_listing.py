@@ -5,8 +5,8 @@ import time
 
 from conftest import hpml_subprocess
 
-from hpml_bench.listing import SOURCES, builtin_models, group_choices, model_facts, source_archs
-from hpml_bench.model_table import MODEL_FACTS, SOURCE_FACTS
+from hpml_bench.cli.listing import SOURCES, builtin_models, group_choices, model_facts, source_archs
+from hpml_bench.cli.model_table import MODEL_FACTS, SOURCE_FACTS
 
 
 def test_list_models_is_fast_and_complete(tmp_path):
@@ -29,22 +29,22 @@ def test_listing_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from hpml_bench.cli import main; main(['list', 'models']); "
+    code = ("import sys; from hpml_bench.cli.main import main; main(['list', 'models']); "
             "sys.exit(3 if 'torch' in sys.modules or 'hydra' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
 def test_model_table_is_current():
     """The generated table equals what composing and building each model gives."""
-    assert sorted(MODEL_FACTS) == builtin_models(), "run `python -m hpml_bench.listing --write-table`"
+    assert sorted(MODEL_FACTS) == builtin_models(), "run `python -m hpml_bench.cli.listing --write-table`"
     for name, facts in MODEL_FACTS.items():
-        assert model_facts(name) == facts, f"{name}: run `python -m hpml_bench.listing --write-table`"
+        assert model_facts(name) == facts, f"{name}: run `python -m hpml_bench.cli.listing --write-table`"
     assert set(SOURCES) <= set(group_choices("model"))
     for name, facts in SOURCE_FACTS.items():
         from importlib import metadata
 
         if metadata.version(name) == facts["version"]:  # another installed version is counted live
-            assert len(source_archs(name)) == facts["archs"], "run `python -m hpml_bench.listing --write-table`"
+            assert len(source_archs(name)) == facts["archs"], "run `python -m hpml_bench.cli.listing --write-table`"
 
 
 def test_list_outside_architectures(hpml):

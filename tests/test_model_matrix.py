@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 
 from fixtures_data import make_hct_lists, make_image_folder, make_lgg, make_retinopathy
-from hpml_bench.listing import SOURCES
-from hpml_bench.cli import main
-from hpml_bench.config import choices
+from hpml_bench.cli.listing import SOURCES
+from hpml_bench.cli.main import main
+from hpml_bench.config.groups import choices
 from hpml_bench.models import MODELS
-from hpml_bench.models.factory import model_config
+from hpml_bench.train.config import model_config
 
 ONE_STEP = ["dataset.batch_size=2", "trainer.epochs=1", "trainer.max_steps_per_epoch=1", "trainer.checkpoint_every=0",
             "trainer.progress=never"]

@@ -8,7 +8,7 @@ import urllib.error
 import pytest
 import torch
 
-from hpml_bench.config import compose_train, to_train_config
+from hpml_bench.train.config import compose_train, to_train_config
 from hpml_bench.errors import HpmlError
 from hpml_bench.models import build_model_from_config
 from hpml_bench.models.base import head_of, split_points
@@ -92,8 +92,8 @@ def test_custom_model_gets_classes_channels_kwargs_and_declarations(project):
 
 
 def test_builtin_models_keep_their_parameter_counts():
-    from hpml_bench.listing import model_facts
-    from hpml_bench.model_table import MODEL_FACTS
+    from hpml_bench.cli.listing import model_facts
+    from hpml_bench.cli.model_table import MODEL_FACTS
 
     assert model_facts("resnet18")["parameters"] == MODEL_FACTS["resnet18"]["parameters"] == 11_689_512
 

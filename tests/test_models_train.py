@@ -2,8 +2,8 @@
 import pytest
 
 from conftest import only_run_folder, read_run
-from hpml_bench.config import choices
-from hpml_bench.models.factory import model_config
+from hpml_bench.config.groups import choices
+from hpml_bench.train.config import model_config
 
 QUICK = ["dataset.num_train=32", "dataset.num_val=16", "dataset.batch_size=16", "trainer.epochs=1",
          "trainer.progress=never"]

@@ -57,7 +57,7 @@ def test_wheel_installs_and_trains_outside_the_checkout(tmp_path):
           str(wheel)], tmp_path)
     outside = tmp_path / "user"
     outside.mkdir()
-    where = _run([str(python), "-c", "import hpml_bench, hpml_bench.config_dirs as c; print(hpml_bench.__file__, c.HPML_CONF)"],
+    where = _run([str(python), "-c", "import hpml_bench, hpml_bench.config.search_path as c; print(hpml_bench.__file__, c.HPML_CONF)"],
                  outside).stdout.split()
     assert all(Path(p).is_relative_to(purelib) for p in where), where  # the wheel's copy, not src/
     hpml = venv / "bin/hpml"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hpml_bench.errors import HpmlError
-from hpml_bench.peers import check_shared_run_dir, lost_peer
+from hpml_bench.faults.lost_peer import lost_peer
+from hpml_bench.runfolder import RunFolder
 
 HOSTS = [("hpml-n1", "10.213.7.11"), ("hpml-n1", "10.213.7.11"), ("hpml-n2", "10.213.7.12"), ("hpml-n2", "10.213.7.12")]
 
@@ -25,6 +26,6 @@ def test_other_errors_are_not_taken_for_a_lost_peer():
 
 
 def test_a_rank_that_cannot_see_the_run_folder_fails_in_one_line(tmp_path):
-    check_shared_run_dir(tmp_path, 0, HOSTS)  # present: fine
+    RunFolder(tmp_path).check_seen_by(0, HOSTS)  # present: fine
     with pytest.raises(HpmlError, match="rank 2 on hpml-n2 cannot see the run folder .* storage every node sees"):
-        check_shared_run_dir(tmp_path / "elsewhere", 2, HOSTS)
+        RunFolder(tmp_path / "elsewhere").check_seen_by(2, HOSTS)

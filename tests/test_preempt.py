@@ -73,7 +73,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(hpml, tmp_path, monkeypatch):
 KILL_DURING_SAVE = """
 import os, signal, sys, torch
 from pathlib import Path
-from hpml_bench.integrity import atomic_torch_save
+from hpml_bench.runfolder.checksums import atomic_torch_save
 path = Path(sys.argv[1])
 atomic_torch_save({"w": torch.ones(4)}, path)  # the previous checkpoint
 real_save = torch.save

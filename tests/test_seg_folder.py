@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 from fixtures_data import make_seg_folder, seg_mask_values
-from hpml_bench.config import compose_train, to_train_config
-from hpml_bench.data.base import build_datasets
+from hpml_bench.train.config import compose_train, to_train_config
+from hpml_bench.data import build_datasets
 from hpml_bench.errors import HpmlError
-from hpml_bench.runload import class_names
+from hpml_bench.train.trained_run import class_names
 
 
 def _config(root, *extra):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hpml_bench.resume import with_restart_resume
+from hpml_bench.cli.train import with_restart_resume
 from hpml_bench.slurm.examples import rendered_examples
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""Start-up stays light: `import hpml_bench.run` loads no plotting/logging/export stack, and
+"""Start-up stays light: `import hpml_bench.train.run` loads no plotting/logging/export stack, and
 torchmetrics comes without scipy and matplotlib (docs: "Start-up"). summary.json's startup_s:
 tests/test_synthetic_device.py."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 
 # What a plain `hpml train` never uses before its first step; each was imported by
-# `hpml_bench.run` once (scipy and matplotlib through torchmetrics, pandas through the report).
+# `hpml_bench.train.run` once (scipy and matplotlib through torchmetrics, pandas through the report).
 HEAVY = ("pandas", "matplotlib", "scipy", "wandb", "tensorboard", "torch.utils.tensorboard", "onnx",
          "onnxruntime", "timm", "torchmetrics", "pytorch_grad_cam", "submitit", "seaborn")
 
@@ -33,8 +33,8 @@ def test_run_module_imports_no_heavy_stack():
     # The floor a ResNet run pays anyway: torch and torchvision (whose ops import torch._dynamo,
     # which optimizer.step also imports). Measured beside hpml's import, under the same load.
     floor = _import("torch, torchvision")
-    run = _import("hpml_bench.run")
-    assert run["loaded"] == [], f"import hpml_bench.run loaded {run['loaded']}: import them where they are used"
+    run = _import("hpml_bench.train.run")
+    assert run["loaded"] == [], f"import hpml_bench.train.run loaded {run['loaded']}: import them where they are used"
     # Generous (a shared, noisy machine): hpml's own imports (Hydra, the registries) cost about
     # 0.5 s on two cores; torchmetrics alone would add ~1.6 s, pandas ~0.3 s.
     assert run["s"] <= 1.5 * floor["s"] + 3.0, (run, floor)

@@ -137,7 +137,7 @@ def test_torchrun_form_writes_one_run_folder(tmp_path):
 CRASH_RANK_1 = """
 import os
 if os.environ.get("RANK") == "1":
-    import hpml_bench.trainer as t
+    import hpml_bench.train.trainer as t
     def crash(self, epoch):
         raise RuntimeError("injected failure on rank 1")
     t.Trainer.train_epoch = crash

@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import read_run
-from hpml_bench.config import compose_train
+from hpml_bench.train.config import compose_train
 from hpml_bench.data import build_loaders
 from hpml_bench.strategies import StepSettings, build_strategy
 from hpml_bench.strategies.base import StrategyConfig

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import TINY
-from hpml_bench.models.factory import build_model
-from hpml_bench.optim import OptimizerConfig, build_optimizer
+from hpml_bench.train.config import build_model
+from hpml_bench.train.optim import OptimizerConfig, build_optimizer
 
 RUN = [*TINY, "dataset.num_train=32", "trainer.epochs=1", "model.small_input=true"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hpml_bench.config_dirs import HPML_CONF
+from hpml_bench.config.search_path import HPML_CONF
 from conftest import TINY
 
 USER_FILES = {
@@ -48,7 +48,7 @@ def test_user_folder_adds_choices_and_shadows_hpmls_own(hpml, tmp_path):
     assert "depth: 34" in result.out and "num_train: 48" in result.out and "epochs: 7" in result.out
     assert "lr: 0.123" in result.out  # the user's optimizer/adamw.yaml wins over hpml's
     # The typed config goes through every check, with the user's choices by name.
-    from hpml_bench.config import compose_train, to_train_config
+    from hpml_bench.train.config import compose_train, to_train_config
 
     cfg = to_train_config(compose_train(["model=mynet", "dataset=mydata"]))
     assert (cfg.model.depth, cfg.dataset.num_train, cfg.optimizer.lr) == (34, 48, 0.123)
@@ -219,7 +219,7 @@ def test_a_run_recomposes_from_its_own_config_folder_anywhere(hpml, tmp_path, mo
     assert (run / "config_dir.txt").read_text().strip() == str(conf)
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
-    from hpml_bench.runload import load_config
+    from hpml_bench.train.trained_run import load_config
 
     cfg = load_config(run)
     assert cfg.model.name == "mlp" and cfg.dataset.num_train == 64

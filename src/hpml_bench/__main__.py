@@ -1,6 +1,6 @@
 """`python -m hpml_bench ...` (what torchrun starts) is the `hpml` command."""
 import sys
 
-from hpml_bench.cli import main
+from hpml_bench.cli.main import main
 
 sys.exit(main())

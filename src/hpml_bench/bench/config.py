@@ -18,8 +18,8 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hpml_bench.config import CONF_DIR, GROUPS, choices, config_error_line
-from hpml_bench.config_dirs import find_config
+from hpml_bench.config.groups import CONF_DIR, GROUPS, choices, config_error_line
+from hpml_bench.config.search_path import find_config
 from hpml_bench.errors import HpmlError
 from hpml_bench.registry import unknown_choice
 

@@ -1,7 +1,6 @@
 """From run folders to tables: one row per run, medians per cell, speedup against a baseline."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Optional
@@ -9,7 +8,7 @@ from typing import Any, Optional
 import pandas as pd
 from rich.table import Table
 
-from hpml_bench.runfolder import SUMMARY
+from hpml_bench.runfolder import RunFolder
 
 # summary.json's medians over the measured (non-warm-up) epochs.
 TIMES = ("data_s", "train_s", "run_s", "val_s", "samples_per_s", "mem_peak_gib")
@@ -20,7 +19,7 @@ MONITORS = ("val_acc", "val_miou")  # the final score a row reports: the first p
 
 def run_row(run_dir: Path) -> dict[str, Any]:
     """One run's numbers: medians of its measured epochs, its final score, world size."""
-    summary = json.loads((run_dir / SUMMARY).read_text())
+    summary = RunFolder(run_dir).read_summary()
     row: dict[str, Any] = {key: summary[f"median_{key}"] for key in TIMES}
     row.update({key: summary.get(f"median_{key}") for key in RATES})
     row.update({"flops_per_sample": summary.get("flops_per_sample"), "peak_tflops": summary.get("peak_tflops")})

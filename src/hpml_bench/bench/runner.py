@@ -8,11 +8,9 @@ the others go on; a cell whose run folder already holds a summary is not run aga
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -20,28 +18,18 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from hpml_bench.bench.config import (BenchConfig, axis_keys, baseline_index, cell_id, cell_overrides, expand_cells,
-                                     hydra_value, is_group_key, is_slurm_key, load_bench)
+from hpml_bench.bench.cells import Cell, abba_order, cell_row, error_line, values_text
+from hpml_bench.bench.config import (BenchConfig, axis_keys, baseline_index, cell_overrides, expand_cells, is_group_key,
+                                     is_slurm_key)
 from hpml_bench.bench.plots import PLOT_LINKS, write_plots
-from hpml_bench.config_dirs import config_dir_args
-from hpml_bench.bench.results import cell_medians, display_columns, markdown_table, rich_table, run_row
+from hpml_bench.config.search_path import config_dir_args
+from hpml_bench.bench.results import cell_medians, display_columns, markdown_table, rich_table
+from hpml_bench.bench.slurm_cells import SlurmLauncher
 from hpml_bench.errors import HpmlError
 from hpml_bench.registry import unknown_choice
-from hpml_bench.runfolder import LAST, SUMMARY, atomic_write_text
-from hpml_bench.ui import make_console
-
-
-@dataclass
-class Cell:
-    values: dict[str, Any]
-    overrides: list[str]
-    status: str = "ready"  # ready | skipped | failed
-    reason: str = ""
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def id(self) -> str:
-        return cell_id(self.values)
+from hpml_bench.runfolder import RunFolder
+from hpml_bench.runfolder.writes import atomic_write_text
+from hpml_bench.console import make_console
 
 
 def machine_refusal(cfg) -> Optional[str]:
@@ -75,7 +63,7 @@ def plan(bench: BenchConfig, train_args: list[str],
          check: Callable[[Any], Optional[str]] = local_check) -> tuple[list[Cell], list[str]]:
     """Every cell with its overrides, and those that cannot run marked (skipped / failed) with why.
     `check` says why a cell's train config cannot run where its launcher runs it."""
-    from hpml_bench.config import compose_train, to_train_config
+    from hpml_bench.train.config import compose_train, to_train_config
 
     form = bench.form
     values = expand_cells(form)
@@ -112,18 +100,12 @@ def plan(bench: BenchConfig, train_args: list[str],
     return cells, keys
 
 
-def abba_order(cells: list[Cell], repeats: int) -> list[tuple[Cell, int]]:
-    """Repeat r runs the cells forward when r is even, backward when odd: A B | B A | A B ..."""
-    ready = [c for c in cells if c.status == "ready"]
-    return [(cell, r) for r in range(repeats) for cell in (ready if r % 2 == 0 else ready[::-1])]
-
-
 def run_cell(cell: Cell, rep_dir: Path, log: Path, env: dict[str, str]) -> tuple[str, str, float]:
     """One `hpml train` process: (status, error line, wall seconds). A finished folder is reused."""
-    if (rep_dir / SUMMARY).is_file():
+    if RunFolder(rep_dir).finished:
         return "done", "", 0.0
     args = [f"run_dir={rep_dir}"]
-    if (rep_dir / LAST).is_file():  # an interrupted cell: continue it from its checkpoint
+    if RunFolder(rep_dir).resumable:  # an interrupted cell: continue it from its checkpoint
         args = [f"resume={rep_dir}"]
     # --config-dir: the user's config folder, absolute (the cell composes what the plan composed)
     command = [sys.executable, "-m", "hpml_bench", "train", *config_dir_args(), *cell.overrides, *args]
@@ -131,61 +113,9 @@ def run_cell(cell: Cell, rep_dir: Path, log: Path, env: dict[str, str]) -> tuple
     proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
     wall = time.perf_counter() - start
     atomic_write_text(log, f"$ {' '.join(command)}\n\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
-    if proc.returncode == 0 and (rep_dir / SUMMARY).is_file():
+    if proc.returncode == 0 and RunFolder(rep_dir).finished:
         return "done", "", wall
     return "failed", f"exit code {proc.returncode}: {error_line(proc.stderr)}", wall
-
-
-def error_line(text: str) -> str:
-    """hpml's own one-line error, else the exception line of a traceback, else the last line."""
-    lines = [l for l in text.splitlines() if l.strip()]
-    error = next((l for l in reversed(lines) if l.startswith("error:")), None) or \
-        next((l for l in reversed(lines) if re.match(r"^\w+(Error|Exception)\b", l)), lines[-1] if lines else "")
-    return error[:300]
-
-
-def _text(values: dict[str, Any]) -> dict[str, str]:
-    """Axis values as the command line wrote them (a missing value stays blank, not NaN)."""
-    return {key: hydra_value(value) for key, value in values.items()}
-
-
-def _is_slurm_arg(arg: str) -> bool:
-    return arg.split("=", 1)[0] == "slurm" or is_slurm_key(arg.split("=", 1)[0])
-
-
-def bench_command(args: list[str]) -> int:
-    """The `hpml bench` command; exit 0 when every runnable cell finished, 1 when one failed."""
-    slurm_args = [a for a in args if _is_slurm_arg(a)]
-    bench, train_args = load_bench([a for a in args if a not in slurm_args])
-    if bench.launcher not in LAUNCHERS:
-        raise unknown_choice("bench.launcher", bench.launcher, LAUNCHERS)
-    launcher = LAUNCHERS[bench.launcher]()
-    launcher.preflight(bench, slurm_args)
-    cells, keys = plan(bench, train_args, launcher.check)
-    folder = Path(bench.folder).resolve()
-    repeats = bench.repeats or bench.form.repeats
-    console = make_console()
-    console.print(f"[bold]bench {bench.name}[/] ({bench.scale}): {len(cells)} cells x {repeats} repeats -> {folder}")
-    if bench.scale == "full" and bench.needs:
-        console.print(f"needs: {bench.needs}")
-    for cell in cells:
-        if cell.status != "ready":
-            console.print(f"  [yellow]{cell.status}[/] {cell.id}: {cell.reason}")
-    start = time.perf_counter()
-    if not launcher.run(bench, cells, folder, console):  # bench.wait=false: jobs still queued
-        return 0
-    failed = write_results(bench, cells, keys, folder, console)
-    console.print(f"bench folder: {folder}  ({time.perf_counter() - start:.0f} s)")
-    return 1 if failed else 0
-
-
-def cell_row(cell: Cell, r: int, n: int, status: str, error: str, rep_dir: Path, folder: Path, wall: float) -> dict:
-    """One repeat's row of bench.csv (with the run's numbers when it finished)."""
-    row = {"cell": cell.id, "repeat": r, "order": n, "status": status, "reason": error, **_text(cell.values),
-           "run_dir": str(rep_dir.relative_to(folder)), "wall_s": round(wall, 2)}
-    if status == "done":
-        row.update(run_row(rep_dir))
-    return row
 
 
 class LocalLauncher:
@@ -202,14 +132,8 @@ class LocalLauncher:
         return True
 
 
-def _slurm_launcher():
-    from hpml_bench.bench.slurm_cells import SlurmLauncher
-
-    return SlurmLauncher()
-
-
-# bench.launcher -> the launcher's factory (slurm's imported when chosen)
-LAUNCHERS: dict[str, Callable[[], Any]] = {"local": LocalLauncher, "slurm": _slurm_launcher}
+# bench.launcher -> the launcher
+LAUNCHERS: dict[str, Callable[[], Any]] = {"local": LocalLauncher, "slurm": SlurmLauncher}
 
 
 def run_local(bench: BenchConfig, cells: list[Cell], folder: Path, console) -> None:
@@ -233,7 +157,7 @@ def run_local(bench: BenchConfig, cells: list[Cell], folder: Path, console) -> N
 def write_results(bench: BenchConfig, cells: list[Cell], keys: list[str], folder: Path, console) -> bool:
     """bench.csv, results.md, the plots; prints the table. Returns whether any cell failed."""
     rows = [row for cell in cells for row in cell.rows]
-    rows += [{"cell": c.id, "repeat": None, "status": c.status, "reason": c.reason, **_text(c.values)}
+    rows += [{"cell": c.id, "repeat": None, "status": c.status, "reason": c.reason, **values_text(c.values)}
              for c in cells if c.status != "ready"]
     tidy = pd.DataFrame(rows)
     atomic_write_text(folder / "bench.csv", tidy.to_csv(index=False))
@@ -255,3 +179,28 @@ def write_results(bench: BenchConfig, cells: list[Cell], keys: list[str], folder
                                        f"{c.reason or next(r['reason'] for r in c.rows if r['status'] == 'failed')}" for c in not_run]
     atomic_write_text(folder / "results.md", "\n".join(lines) + "\n")
     return any(c.status == "failed" or any(r["status"] == "failed" for r in c.rows) for c in cells)
+
+
+def run_bench(bench: BenchConfig, train_args: list[str], slurm_args: list[str]) -> int:
+    """Plan, run (or submit) and gather a bench; 0 when every runnable cell finished, 1 when
+    one failed. `slurm_args`: slurm=/slurm.* words, for bench.launcher=slurm."""
+    if bench.launcher not in LAUNCHERS:
+        raise unknown_choice("bench.launcher", bench.launcher, LAUNCHERS)
+    launcher = LAUNCHERS[bench.launcher]()
+    launcher.preflight(bench, slurm_args)
+    cells, keys = plan(bench, train_args, launcher.check)
+    folder = Path(bench.folder).resolve()
+    repeats = bench.repeats or bench.form.repeats
+    console = make_console()
+    console.print(f"[bold]bench {bench.name}[/] ({bench.scale}): {len(cells)} cells x {repeats} repeats -> {folder}")
+    if bench.scale == "full" and bench.needs:
+        console.print(f"needs: {bench.needs}")
+    for cell in cells:
+        if cell.status != "ready":
+            console.print(f"  [yellow]{cell.status}[/] {cell.id}: {cell.reason}")
+    start = time.perf_counter()
+    if not launcher.run(bench, cells, folder, console):  # bench.wait=false: jobs still queued
+        return 0
+    failed = write_results(bench, cells, keys, folder, console)
+    console.print(f"bench folder: {folder}  ({time.perf_counter() - start:.0f} s)")
+    return 1 if failed else 0

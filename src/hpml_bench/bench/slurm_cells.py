@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hpml_bench.bench.config import BenchConfig, hydra_value, is_slurm_key
-from hpml_bench.bench.runner import Cell, abba_order, cell_row, error_line
+from hpml_bench.bench.cells import Cell, abba_order, cell_row, error_line
 from hpml_bench.errors import HpmlError
-from hpml_bench.runfolder import LAST, SUMMARY, atomic_write_text
-from hpml_bench.slurm.command import submit
+from hpml_bench.runfolder import RunFolder
+from hpml_bench.runfolder.writes import atomic_write_text
+from hpml_bench.slurm.submit import submit
 from hpml_bench.slurm.config import MULTI_PROCESS, check_job, compose_slurm
 from hpml_bench.slurm.render import render
 
@@ -86,7 +87,7 @@ class SlurmLauncher:
 
     def job(self, bench: BenchConfig, cell: Cell, r: int, rep_dir: Path, folder: Path) -> tuple[Path, str, Path]:
         """(script path, script text, log path) of one repeat of a cell, checked as `hpml slurm` checks."""
-        from hpml_bench.config import compose_train, to_train_config
+        from hpml_bench.train.config import compose_train, to_train_config
 
         cfg = to_train_config(compose_train(cell.overrides))
         strategy, nproc = cfg.strategy.name, getattr(cfg.strategy, "nproc_per_node", 1)
@@ -108,7 +109,7 @@ class SlurmLauncher:
                            f"slurm.out_dir={folder / 'logs'}", f"slurm.script={script}"])
         train = [*cell.overrides, *(["strategy.nproc_per_node=1"] if nproc != 1 else [])]
         # an interrupted cell continues from its checkpoint, as a local bench's does
-        train.append(f"resume={rep_dir}" if (rep_dir / LAST).is_file() else f"run_dir={rep_dir}")
+        train.append(f"resume={rep_dir}" if RunFolder(rep_dir).resumable else f"run_dir={rep_dir}")
         try:
             check_job(s, to_train_config(compose_train(train)))
         except HpmlError as exc:
@@ -123,7 +124,7 @@ class SlurmLauncher:
         for n, (cell, r) in enumerate(abba_order(cells, bench.repeats or bench.form.repeats), 1):
             key, rep_dir = f"{cell.id}__rep{r}", folder / "cells" / cell.id / f"rep{r}"
             slots.append((n, cell, r, key, rep_dir))
-            if not (rep_dir / SUMMARY).is_file() and (key not in jobs or jobs[key].get("gathered")):
+            if not RunFolder(rep_dir).finished and (key not in jobs or jobs[key].get("gathered")):
                 new.append((key, *self.job(bench, cell, r, rep_dir, folder)))  # every check before any sbatch
         (folder / "logs").mkdir(parents=True, exist_ok=True)  # SLURM cannot open its log in a missing folder
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in bench.form.env.items()}}
@@ -135,7 +136,7 @@ class SlurmLauncher:
                          "submitted": time.time()}
             atomic_write_text(folder / JOBS, json.dumps(jobs, indent=1))  # each id as soon as it exists
             console.print(f"submitted {key}: SLURM job {job}")
-        waiting = {key for _, _, _, key, rep_dir in slots if not (rep_dir / SUMMARY).is_file()}
+        waiting = {key for _, _, _, key, rep_dir in slots if not RunFolder(rep_dir).finished}
         seen: dict[str, float] = {}
         with console.status(f"waiting for {len(waiting)} SLURM jobs ...") as status:
             while waiting:
@@ -167,9 +168,9 @@ class SlurmLauncher:
     @staticmethod
     def gather(n: int, cell: Cell, r: int, rep_dir: Path, folder: Path, job: Optional[dict], console) -> dict:
         """One repeat's row: the run's numbers, or the job's state, error line and log."""
-        if (rep_dir / SUMMARY).is_file():
+        if RunFolder(rep_dir).finished:
             # submission to summary; 0 for a cell finished before this bench's jobs
-            wall = (rep_dir / SUMMARY).stat().st_mtime - job["submitted"] if job else 0.0
+            wall = RunFolder(rep_dir).summary.stat().st_mtime - job["submitted"] if job else 0.0
             row = cell_row(cell, r, n, "done", "", rep_dir, folder, max(wall, 0.0))
             console.print(f"[{n}] [green]done[/] {cell.id} rep {r + 1}: {row['samples_per_s']:.1f} samples/s, "
                           f"run_s {row['run_s']:.2f}" + (f" (SLURM job {job['job']})" if job else " (finished earlier)"))

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from hpml_bench.callbacks.base import Callback
 from hpml_bench.errors import WriteError
+from hpml_bench.runfolder import RunFolder
 
 
 class Checkpointer(Callback):
     """Runs on every rank (a sharded strategy gathers collectively); the strategy writes
     on the main rank only, to a temp file that is then renamed."""
 
-    def __init__(self, folder: Path, every_epochs: int, monitor: str, higher_is_better: bool,
+    def __init__(self, folder: RunFolder, every_epochs: int, monitor: str, higher_is_better: bool,
                  on_write_error: str = "stop", keep: int = 1):
         self.folder, self.every, self.on_write_error, self.keep = folder, every_epochs, on_write_error, keep
         self.monitor, self.higher = monitor, higher_is_better
@@ -29,10 +29,10 @@ class Checkpointer(Callback):
             return
         state = trainer.state_dict()
         try:
-            trainer.strategy.save_checkpoint(self.folder / "last.pt", state, self.keep)
+            trainer.strategy.save_checkpoint(self.folder.last, state, self.keep)
             score = record.get(self.monitor)
             if score is not None and (self.best is None or (score > self.best if self.higher else score < self.best)):
-                trainer.strategy.save_checkpoint(self.folder / "best.pt", {"model": state["model"], "epoch": state["epoch"], self.monitor: score})
+                trainer.strategy.save_checkpoint(self.folder.checkpoint("best"), {"model": state["model"], "epoch": state["epoch"], self.monitor: score})
                 self.best = score
         except WriteError as exc:
             if self.on_write_error != "warn":

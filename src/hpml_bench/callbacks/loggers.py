@@ -19,10 +19,10 @@ from urllib.parse import urlparse
 
 from hpml_bench.callbacks.base import Callback
 from hpml_bench.errors import HpmlError
-from hpml_bench.runfolder import atomic_write_text
-from hpml_bench.ui import make_console
+from hpml_bench.runfolder import RunFolder
+from hpml_bench.runfolder.writes import atomic_write_text
+from hpml_bench.console import make_console
 
-WANDB_ID = Path("wandb") / "hpml_run_id"  # in the run folder: resume= continues this W&B run
 _WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
@@ -147,16 +147,16 @@ class TensorBoardLogger(StepLogger):
 
 
 class WandbLogger(StepLogger):
-    def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict[str, Any], info: dict[str, Any]):
+    def __init__(self, cfg: LoggerConfig, folder: RunFolder, config: dict[str, Any], info: dict[str, Any]):
         import wandb  # imported only when asked for: it is slow to import
 
         self.wandb = wandb
         self.mode = resolve_wandb_mode(cfg.wandb_mode)
-        id_file = run_dir / WANDB_ID
+        id_file = folder.wandb_id
         run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
         tags = [info["strategy"], f"world_size={info['world_size']}", *cfg.tags]
-        self.run = wandb.init(project=cfg.wandb_project, entity=cfg.wandb_entity, mode=self.mode, dir=str(run_dir),
-                              name=run_dir.name, id=run_id, resume="allow", config={**config, "run_info": info},
+        self.run = wandb.init(project=cfg.wandb_project, entity=cfg.wandb_entity, mode=self.mode, dir=str(folder.path),
+                              name=folder.name, id=run_id, resume="allow", config={**config, "run_info": info},
                               tags=tags, group=cfg.group, reinit="finish_previous")
         if not id_file.is_file():
             atomic_write_text(id_file, run_id + "\n")

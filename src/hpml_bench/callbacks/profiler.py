@@ -17,9 +17,9 @@ from torch.profiler import ProfilerActivity, profile, record_function, schedule,
 
 from hpml_bench.callbacks.base import Callback
 from hpml_bench.errors import HpmlError
-from hpml_bench.runfolder import atomic_write_text
+from hpml_bench.runfolder import RunFolder
+from hpml_bench.runfolder.writes import atomic_write_text
 
-TRACES = "traces"
 # The loop's wait for the next batch. torch-tb-profiler files a range under "DataLoader" in
 # its step breakdown only by this name pattern (`enumerate(DataLoader)#<...>.__next__`, what
 # torch's own DataLoader iterator records) and only for events of category `cpu_op`: it drops
@@ -69,10 +69,10 @@ def check_memory_snapshot(cfg: ProfilerConfig, device: str) -> None:
 class TorchProfiler(Callback):
     """Steps torch.profiler once per training step; writes traces and a top-operators table."""
 
-    def __init__(self, cfg: ProfilerConfig, run_dir: Path, rank: int, device: torch.device):
+    def __init__(self, cfg: ProfilerConfig, folder: RunFolder, rank: int, device: torch.device):
         check_memory_snapshot(cfg, device.type)
         self.cfg, self.rank, self.device = cfg, rank, device
-        self.trace_dir = run_dir / TRACES
+        self.trace_dir = folder.traces
         self._data_wait = contextlib.nullcontext()
 
     def on_fit_start(self, trainer) -> None:

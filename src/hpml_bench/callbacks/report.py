@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from hpml_bench.callbacks.base import Callback
-from hpml_bench.ui import make_console
-from hpml_bench.runfolder import EPOCHS, RANKS, SUMMARY, atomic_write_json, atomic_write_text
+from hpml_bench.console import make_console
+from hpml_bench.runfolder import RANK_COLUMNS, RunFolder
 
-if TYPE_CHECKING:  # pandas is imported where a table is written: `import hpml_bench.run` stays light
+if TYPE_CHECKING:  # pandas is imported where a table is written: `import hpml_bench.train.run` stays light
     import pandas as pd
 
 TIME_KEYS = ("data_s", "train_s", "run_s", "val_s", "samples_per_s", "mem_peak_gib")
@@ -39,9 +38,7 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
 
 def rank_table(history: list[dict[str, Any]], hosts: list[str] | None = None) -> pd.DataFrame:
     """One row per (epoch, rank): where each rank's time went, to spot stragglers; the rank's host."""
-    import pandas as pd
-
-    from hpml_bench.trainer import RANK_COLUMNS
+    import pandas as pd  # here: `import hpml_bench.train.run` stays light (pandas costs ~0.5 s)
 
     rows = [{"epoch": r["epoch"], "rank": rank, **dict(zip(RANK_COLUMNS, values)),
              **({"host": hosts[rank]} if hosts and rank < len(hosts) else {})}
@@ -52,8 +49,8 @@ def rank_table(history: list[dict[str, Any]], hosts: list[str] | None = None) ->
 class EpochReport(Callback):
     """Prints one line per epoch and the table at the end; keeps epochs.csv current."""
 
-    def __init__(self, run_dir: Path, info: dict[str, Any], console: Console | None = None):
-        self.run_dir, self.info = run_dir, info
+    def __init__(self, folder: RunFolder, info: dict[str, Any], console: Console | None = None):
+        self.folder, self.info = folder, info
         self.console = console or make_console()
 
     def on_epoch_end(self, trainer, record: dict) -> None:
@@ -67,14 +64,14 @@ class EpochReport(Callback):
         import pandas as pd
 
         table = pd.DataFrame(trainer.history)
-        atomic_write_text(self.run_dir / EPOCHS, table.drop(columns="ranks").to_csv(index=False))
-        atomic_write_text(self.run_dir / RANKS, rank_table(trainer.history, self.info.get("hosts")).to_csv(index=False))
+        self.folder.write_text(self.folder.epochs, table.drop(columns="ranks").to_csv(index=False))
+        self.folder.write_text(self.folder.ranks, rank_table(trainer.history, self.info.get("hosts")).to_csv(index=False))
 
     def on_fit_end(self, trainer) -> None:
         summary = {**self.info, **summarize(trainer.history)}
-        atomic_write_json(self.run_dir / SUMMARY, summary)
+        self.folder.write_json(self.folder.summary, summary)
         self.console.print(epoch_table(trainer.history, trainer.task.monitor, self.info))
-        self.console.print(f"run folder: {self.run_dir}")
+        self.console.print(f"run folder: {self.folder}")
 
 
 def epoch_table(history: list[dict[str, Any]], metric: str, info: dict[str, Any]) -> Table:

@@ -21,7 +21,7 @@ def process_age_s() -> float:
             uptime_s = float(f.read().split()[0])
         return uptime_s - start_ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
-        from hpml_bench import IMPORTED_AT
+        from hpml_bench.started import IMPORTED_AT
 
         return time.perf_counter() - IMPORTED_AT
 

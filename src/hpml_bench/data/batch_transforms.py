@@ -3,7 +3,7 @@
 Loaders hand out uint8 images (a quarter of float32's bytes through worker queues and over
 the bus); this runs on the batch where training runs: on the GPU after the copy, or in the
 main process on CPU. Random draws come from a host generator the loader seeds for each batch
-(strategies/prefetch.py), so a batch is the same on every device and with or without look-ahead.
+(data/device_loader.py), so a batch is the same on every device and with or without look-ahead.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`hpml export run=<run folder> format=<f> [checkpoint=best|last]`: one checked artifact.
+"""One checked deployment artifact of a trained run (`hpml export`, cli/export.py).
 
 The artifact and its meta.json are written into a temp folder, checked against the eager
 model (or, for int8, scored on the validation set next to fp32), and only then renamed to
@@ -15,12 +15,12 @@ from typing import Optional
 
 import torch
 
-from hpml_bench.deploy.formats import FORMATS, per_sample
-from hpml_bench.runload import TrainedRun, load_trained
+from hpml_bench.deploy.formats import per_sample
+from hpml_bench.train.trained_run import TrainedRun
 from hpml_bench.deploy.validate import RunData, int8_accuracy, parity
-from hpml_bench.integrity import file_sha256 as sha256  # the one implementation (predict and native_hct check it)
+from hpml_bench.runfolder.checksums import file_sha256 as sha256  # the one implementation (predict and native_hct check it)
 from hpml_bench.errors import HpmlError
-from hpml_bench.runfolder import atomic_write_json, is_write_failure, write_error
+from hpml_bench.runfolder.writes import atomic_write_json, is_write_failure, write_error
 
 ARTIFACT = "model"
 META = "meta.json"
@@ -52,50 +52,9 @@ class ExportConfig:
         return self.batch == "1"
 
 
-def parse_args(args: list[str], schema=ExportConfig, command: str = "export"):
-    """key=value arguments (an `export.` prefix is allowed) into the typed config."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    if "--help" in args or "-h" in args:
-        import dataclasses
-        import sys
-
-        fields = "\n".join(f"  {f.name}={f.default}" for f in dataclasses.fields(schema))
-        print(f"{sys.modules[schema.__module__].__doc__.strip()}\n\nkeys (defaults):\n{fields}")
-        raise SystemExit(0)
-    bad = [a for a in args if "=" not in a]
-    if bad:
-        raise HpmlError(f"hpml {command}: expected key=value arguments, got {bad[0]!r} (e.g. run=runs/<id>)")
-    dotlist = [a.removeprefix(f"{command}.") for a in args]
-    try:
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(dotlist)))
-    except OmegaConfBaseException as exc:
-        raise HpmlError(f"hpml {command}: {str(exc).strip().splitlines()[0]}") from exc
-    if not cfg.run:
-        raise HpmlError(f"hpml {command} needs run=<run folder> (a folder under runs/ that hpml train wrote)")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    return cfg
-
-
-def export_command(args: list[str]) -> int:
-    cfg = parse_args(args)
-    fmt = FORMATS.get(cfg.format)()
-    trained = load_trained(cfg.run, cfg.checkpoint)
-    data = RunData(trained, cfg.parity_images, cfg.calibration_batches, cfg.eval_batches)
-    artifact = export_run(trained, fmt, data, cfg)
-    print(artifact)
-    return 0
-
-
-def export_folder(run_dir: Path, fmt_name: str, checkpoint: str) -> Path:
-    return run_dir / "export" / (fmt_name if checkpoint == "best" else f"{fmt_name}-{checkpoint}")
-
-
 def export_run(trained: TrainedRun, fmt, data: RunData, cfg: ExportConfig) -> Path:
     """Write, check and publish one artifact; returns its final path."""
-    final = export_folder(trained.run_dir, fmt.name, cfg.checkpoint)
+    final = trained.folder.export_dir(fmt.name, cfg.checkpoint)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -1,62 +1,36 @@
-"""`hpml predict run=<run> images=<file|folder> [format=eager|torchscript|aoti|exported|onnx|int8]`.
-
-Prints one line per image, the same lines cpp/native_hct prints for the same artifact:
+"""Predictions of a trained run (or an exported artifact) on image files (`hpml predict`, cli/predict.py),
+one line per image, the same lines cpp/native_hct prints for the same artifact:
   classification: `<path> <class>:<probability> ...` (top-k, six decimals)
   segmentation:   `<path> foreground=<fraction> mask=<out>/<stem>_mask.png` (the mask is written)
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 
-from hpml_bench.deploy.export import META, export_folder, parse_args
-from hpml_bench.deploy.preprocess import list_images, load_input
+from hpml_bench.deploy.export import META
+from hpml_bench.deploy.preprocess import load_input
+from hpml_bench.deploy.formats import FORMATS, per_sample
 from hpml_bench.errors import HpmlError
-
-
-@dataclass
-class PredictConfig:
-    run: str = ""  # the run folder
-    images: str = ""  # an image file or a folder of images
-    format: str = "eager"  # eager (the checkpoint) or an exported format
-    checkpoint: str = "best"  # best | last
-    topk: int = 3  # classes printed per image
-    out: str = "predictions"  # where segmentation masks are written
-    threads: Optional[int] = None  # torch CPU threads (null = torch's default)
-
-
-def predict_command(args: list[str]) -> int:
-    cfg = parse_args(args, PredictConfig, "predict")
-    if not cfg.images:
-        raise HpmlError("hpml predict needs images=<image file or folder>")
-    model, meta = load_predictor(Path(cfg.run), cfg.format, cfg.checkpoint)
-    for path in list_images(Path(cfg.images)):
-        print(predict_line(model, meta, path, cfg.topk, Path(cfg.out)), flush=True)
-    return 0
+from hpml_bench.runfolder import RunFolder
+from hpml_bench.runfolder.checksums import file_sha256
+from hpml_bench.train.trained_run import load_trained
 
 
 def load_predictor(run_dir: Path, fmt: str, checkpoint: str):
     """(callable x -> logits, meta dict) for the eager checkpoint or an exported artifact."""
     if fmt == "eager":
-        from hpml_bench.runload import load_trained
-
         trained = load_trained(run_dir, checkpoint)
         meta = {"task": trained.task, "preprocess": trained.preprocess(), "class_names": trained.class_names()}
         return trained.model, meta
-    from hpml_bench.deploy.formats import FORMATS, per_sample
-
-    folder = export_folder(run_dir, FORMATS.get(fmt).name, checkpoint)
+    folder = RunFolder(run_dir).export_dir(FORMATS.get(fmt).name, checkpoint)
     if not (folder / META).is_file():
         raise HpmlError(f"no {fmt} export in {folder}; run: hpml export run={run_dir} format={fmt}"
                         + ("" if checkpoint == "best" else f" checkpoint={checkpoint}"))
     meta = json.loads((folder / META).read_text())
     artifact = folder / meta["file"]
-    from hpml_bench.integrity import file_sha256
-
     if meta.get("sha256") and artifact.is_file() and file_sha256(artifact) != meta["sha256"]:
         raise HpmlError(f"{artifact} is damaged: its sha256 differs from {folder / META}'s; "
                         f"export it again: hpml export run={run_dir} format={fmt}")

@@ -6,7 +6,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from hpml_bench.runload import TrainedRun
+from hpml_bench.train.trained_run import TrainedRun
 from hpml_bench.errors import HpmlError
 
 
@@ -21,7 +21,7 @@ class RunData:
 
     def datasets(self):
         if self._datasets is None:
-            from hpml_bench.data.base import build_datasets
+            from hpml_bench.data import build_datasets
 
             try:
                 self._datasets = build_datasets(self.trained.dataset_cfg, self.trained.task)
@@ -30,7 +30,7 @@ class RunData:
         return self._datasets
 
     def loader(self, train: bool):
-        from hpml_bench.data.base import eval_loader
+        from hpml_bench.data import eval_loader
 
         # The run's own collate and batch transform: a cached run's loader hands out uint8 batches.
         return eval_loader(self.trained.dataset_cfg, self.datasets()[0 if train else 1])

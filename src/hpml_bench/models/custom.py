@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 from torch import nn
 
 from hpml_bench.errors import HpmlError
-from hpml_bench.integrity import file_sha256  # one sha256 for checkpoints, artifacts and model code
+from hpml_bench.runfolder.checksums import file_sha256  # one sha256 for checkpoints, artifacts and model code
 from hpml_bench.models.base import MODELS
 from hpml_bench.models.source import SourceConfig, build_declared
 

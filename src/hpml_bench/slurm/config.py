@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 from unittest import mock
 
@@ -11,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hpml_bench.config_dirs import HPML_CONF, find_config, group_choices
+from hpml_bench.config.search_path import HPML_CONF, find_config, group_choices
 from hpml_bench.errors import HpmlError
 from hpml_bench.registry import unknown_choice
 
@@ -107,7 +106,7 @@ def check_job(s: SlurmConfig, cfg) -> None:
         raise HpmlError("strategy=single runs on one node; use strategy=ddp for slurm.nodes>1")
     if getattr(cfg.strategy, "nproc_per_node", 1) > 1:
         raise HpmlError("under SLURM, srun starts one task per GPU: drop strategy.nproc_per_node, set slurm.gpus_per_node")
-    from hpml_bench.preempt import signal_number
+    from hpml_bench.faults.preemption import signal_number
 
     signal_number(s.signal)
     _preflight_as_on_node(cfg, s.nodes * tasks, s.gpus_per_node)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hpml_bench.config import compose_train, to_train_config
+from hpml_bench.train.config import compose_train, to_train_config
 from hpml_bench.slurm.config import check_job, compose_slurm
 from hpml_bench.slurm.render import render
 

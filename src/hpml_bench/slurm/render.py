@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from hpml_bench.config_dirs import config_dir_args
+from hpml_bench.config.search_path import config_dir_args
 from hpml_bench.errors import HpmlError
 from hpml_bench.slurm.config import SlurmConfig, tasks_per_node
 

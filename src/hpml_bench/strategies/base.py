@@ -117,7 +117,7 @@ class Strategy(StepLoop):
         """The loader as the trainer iterates it: batches on this strategy's device, with the
         data set's `batch_transform` (uint8 -> float, augmentation) run there, prefetched on a GPU
         (and on CPU for a data set read in process, the cache)."""
-        from hpml_bench.strategies.prefetch import DeviceLoader
+        from hpml_bench.data.device_loader import DeviceLoader
 
         return DeviceLoader(loader, self.device, getattr(loader.dataset, "batch_transform", None))
 
@@ -227,8 +227,8 @@ class Strategy(StepLoop):
         """Written by the main rank to a temp file, then renamed: never a half file; `keep`-1
         older ones are kept as <name>.1.pt, ... (trainer.keep_checkpoints)."""
         if self.is_main:
-            from hpml_bench.integrity import atomic_torch_save
-            from hpml_bench.runlock import writing_checkpoint
+            from hpml_bench.runfolder.checksums import atomic_torch_save
+            from hpml_bench.runfolder.lock import writing_checkpoint
 
             with writing_checkpoint(path.parent):  # export / cam / predict do not read meanwhile
                 atomic_torch_save(state, path, keep)
@@ -236,6 +236,6 @@ class Strategy(StepLoop):
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
         """Checked against its sha256 side file; a damaged last.pt falls back to an older one."""
-        from hpml_bench.integrity import load_checkpoint_file
+        from hpml_bench.runfolder.checksums import load_checkpoint_file
 
         return load_checkpoint_file(path)

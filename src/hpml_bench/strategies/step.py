@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from hpml_bench.errors import HpmlError
+from hpml_bench.faults.nonfinite import all_finite
+from hpml_bench.faults.oom import next_micro_batch
 
 # A simulated out-of-memory above this micro-batch size (tests on CPU); 0 = none.
 oom_above = int(os.environ.get("HPML_SIMULATE_OOM_ABOVE", "0") or 0)
@@ -71,9 +73,11 @@ class StepLoop:
                 out = self._forward_backward(inputs, targets, step_optimizer, loss_scale)
                 break
             except torch.OutOfMemoryError as exc:
-                from hpml_bench.oom import after_oom
-
-                after_oom(self, exc, len(targets))  # raises the one line, or halves micro_batch
+                self.optimizer.zero_grad(set_to_none=True)  # a retry starts the window afresh
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                # raises the one line, or says which smaller micro-batch to retry with
+                self.micro_batch = next_micro_batch(self, exc, len(targets), self._fresh_grads)
         self._fresh_grads = step_optimizer
         if step_optimizer:
             with self.range("optimizer_step"):
@@ -139,8 +143,6 @@ class StepLoop:
         skip costs (fp16 leaves it to GradScaler, whose inf steps are expected)."""
         if self.scaler.is_enabled():
             return False
-        from hpml_bench.finite import all_finite
-
         ok = all_finite([p.grad for g in self.optimizer.param_groups for p in g["params"]])
         return bool(self.reduce((~ok).float().reshape(1).cpu(), "max").item())
 

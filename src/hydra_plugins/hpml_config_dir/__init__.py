@@ -1,4 +1,4 @@
-"""Hydra search-path plugin: the user's config folder before hpml's own (hpml_bench.config_dirs).
+"""Hydra search-path plugin: the user's config folder before hpml's own (hpml_bench.config.search_path).
 
 Hydra finds it in the hydra_plugins namespace package and calls it whenever it builds a search
 path -- for `hpml train` (hydra.main), for every compose() and for `--cfg` / `--help` / `-m` --
@@ -16,7 +16,7 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 class HpmlConfigDirSearchPath(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         try:
-            from hpml_bench.config_dirs import HPML_CONF, user_conf_dir
+            from hpml_bench.config.search_path import HPML_CONF, user_conf_dir
         except ImportError:  # another hpml_bench (an older checkout first on sys.path) has no user folders
             return
 

@@ -1,0 +1,25 @@
+"""hpml report <run folders | multirun folder | bench folder> [--baseline RUN] [--out DIR]
+
+One table (markdown + CSV) and plots over run folders: the config keys that differ between the
+runs are the columns, runs with equal configs are repeats (medians), speedups are against the
+baseline. This is how a Hydra sweep (`hpml train -m ...`) is read."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hpml_bench.bench.report import write_report
+
+
+def report_command(args: list[str]) -> int:
+    """The `hpml report` command."""
+    parser = argparse.ArgumentParser(prog="hpml report", description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", type=Path)
+    parser.add_argument("--baseline", type=Path, help="the run folder speedups are measured against (default: the first)")
+    parser.add_argument("--out", type=Path, help="where report.md/.csv and plots go (default: <folder>/report or ./report)")
+    try:
+        opts = parser.parse_args(args)
+    except SystemExit as exc:
+        return 0 if exc.code == 0 else 2
+    write_report(opts.paths, opts.baseline, opts.out)
+    return 0

@@ -1,0 +1,130 @@
+"""`hpml train [overrides]`: check the config and the run folder in one line each, launch the
+workers for strategy.nproc_per_node, then hand the rest to the Hydra app (so -m, --cfg and
+--help work as in Hydra). `resume=<run>` re-applies the overrides that started the run."""
+from __future__ import annotations
+
+import os
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from hpml_bench.config.groups import CONF_DIR, check_group_choices
+from hpml_bench.errors import HpmlError, WriteError, report_error
+from hpml_bench.faults.preemption import restarted
+from hpml_bench.runfolder import RunFolder
+from hpml_bench.runfolder.provenance import recorded_file, use_run_config_dir
+from hpml_bench.runfolder.writes import is_write_failure, shown, write_error
+from hpml_bench.strategies import STRATEGIES, world_size_to_be
+from hpml_bench.strategies.dist_env import read_dist_env
+from hpml_bench.train.config import compose_train, to_train_config
+
+_HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i",
+                "--resolve", "--package", "-p", "--shell-completion", "-sc", "--run", "-r")
+
+
+def train_command(args: list[str]) -> int:
+    """The `hpml train` command; returns the exit code."""
+    if "--help" in args or "-h" in args:
+        from hpml_bench.cli.train_help import train_help  # composes every group: only for --help
+
+        print(train_help([a for a in args if a not in ("--help", "-h")]))
+        return 0
+    args = with_resumed_overrides(with_restart_resume(args))
+    check_group_choices(args)  # also under --cfg / -m, where Hydra's own message is long or late
+    if not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
+        # Check the config and the run folder before Hydra makes a folder and starts,
+        # so mistakes read as one line and leave nothing behind.
+        cfg = to_train_config(compose_train(args))
+        folder = RunFolder(cfg.resume or cfg.run_dir)
+        if read_dist_env().world_size == 1:  # a live run there: say who
+            # In a job of several processes rank 0 takes the lock once the group is up, and
+            # every rank stops with its line (train/run.py): a rank 0 leaving here would leave
+            # srun's other tasks waiting for it until strategy.timeout_s.
+            folder.check_not_held()
+        RunFolder(cfg.run_dir).check_start(cfg.resume)
+        folder.check_writable(create=False)  # before Hydra starts or data loads
+        nproc = getattr(cfg.strategy, "nproc_per_node", 1)
+        STRATEGIES.get(cfg.strategy.name).preflight(cfg, world_size_to_be(nproc))
+        if nproc > 1:
+            from hpml_bench.strategies.launch import launch_workers, launched_by_hpml_or_torchrun
+
+            if not launched_by_hpml_or_torchrun():  # every worker must write the same run folder
+                return launch_workers(nproc, [*args, f"run_dir={folder}"])
+    return run_hydra(args)
+
+
+# hpml's conf/ (the repository's top level, or the wheel's hpml_bench/conf); the user's folder
+# goes before it through the hydra_plugins/hpml_config_dir search-path plugin.
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="train")
+def _train(cfg: DictConfig) -> None:
+    # Imported here: `hpml train --cfg job` and -m's planning never need the training stack.
+    from hpml_bench.train.run import run_training
+
+    hc = HydraConfig.get()
+    folder = RunFolder(hc.runtime.output_dir)
+    try:
+        run_training(cfg, folder, list(hc.overrides.task), OmegaConf.to_container(hc.runtime.choices))
+    except Exception as exc:
+        if not isinstance(exc, HpmlError) and not is_write_failure(exc):
+            raise
+        error = exc if isinstance(exc, HpmlError) else write_error(getattr(exc, "filename", None) or folder, exc)
+        if isinstance(error, WriteError):  # stopped cleanly: say how to go on
+            resume = f"resume with: hpml train resume={shown(folder.path)}" if folder.resumable else "run again"
+            error = WriteError(f"{error}, then {resume}")
+        folder.remove_if_empty()  # Hydra made it for this run; a failed start leaves no empty folder
+        sys.exit(report_error(error))
+
+
+def run_hydra(overrides: list[str]) -> int:
+    """Run the Hydra app with these command-line overrides."""
+    saved = sys.argv
+    sys.argv = ["hpml train", *overrides]
+    try:
+        _train()
+    except SystemExit as exc:  # a failed run inside Hydra: keep its exit code
+        return exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def with_resumed_overrides(args: list[str]) -> list[str]:
+    """The saved overrides of the resumed run, minus those given again now, then `args`.
+
+    So `hpml train resume=runs/X trainer.epochs=8` continues run X's model and data set
+    without the user repeating them.
+    """
+    resume = next((a.split("=", 1)[1] for a in args if _key(a) == "resume"), None)
+    folder = RunFolder(resume) if resume else None
+    if folder is None or not folder.overrides.is_file():
+        return args
+    use_run_config_dir(folder)  # the user's config folder it was started with
+    given = {_key(a) for a in args}
+    saved = [str(o) for o in OmegaConf.load(folder.overrides) if _key(str(o)) not in given]
+    code = recorded_file(folder)  # model=custom: import the file it trained with, from any folder
+    if code is not None and "model.path" not in given:
+        saved.append(f"model.path={code}")
+    return saved + args
+
+
+def with_restart_resume(args: list[str]) -> list[str]:
+    """A requeued SLURM job or a torchrun restart continues its own run folder by itself.
+
+    Only when the restart count says so and a checkpoint is there: a first start never
+    picks up an old folder. The folder is `run_dir=` if given, else runs/$HPML_RUN_ID.
+    """
+    env = os.environ
+    if not restarted() or any(_key(a) == "resume" for a in args):
+        return args
+    run_dir = next((a.split("=", 1)[1] for a in args if _key(a) == "run_dir"), None)
+    if run_dir is None and env.get("HPML_RUN_ID"):
+        run_dir = f"runs/{env['HPML_RUN_ID']}"
+    if run_dir is None or not RunFolder(run_dir).resumable:
+        return args
+    return [*args, f"resume={run_dir}"]

@@ -1,0 +1,43 @@
+"""The config groups a command line chooses from, and Hydra's errors as one line.
+
+Composing itself needs the schemas that train/config.py stores, so it lives there; this module
+reads only the config folders (no torch, no Hydra schemas), so `hpml list` and the early
+checks of every command stay quick.
+"""
+from __future__ import annotations
+
+from hpml_bench.config import search_path
+from hpml_bench.registry import unknown_choice
+
+CONF_DIR = search_path.HPML_CONF  # hpml's own groups; the user's folder is searched first (search_path)
+GROUPS = ("model", "dataset", "strategy", "optimizer", "scheduler", "trainer", "logger", "profiler")
+# Train-config groups a command line may choose besides GROUPS (checked the same way).
+CHOICE_GROUPS = (*GROUPS, "experiment")
+
+
+def choices(group: str) -> list[str]:
+    """The config names a group offers (<folder>/<group>/*.yaml, the user's folder and hpml's)."""
+    return search_path.group_choices(group)
+
+
+def check_group_choices(overrides: list[str]) -> None:
+    """`model=resnt18`, `experiment=mnie` -> an error with the closest names, before Hydra's
+    longer message (each value of a simple sweep `model=a,b` is checked too)."""
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key not in CHOICE_GROUPS or any(c in value for c in "()[]{}*"):
+            continue
+        for name in value.split(","):
+            if name not in ("", "null") and name not in choices(key):
+                raise unknown_choice(key, name, choices(key))
+
+
+def config_error_line(exc: BaseException) -> str:
+    """Hydra/OmegaConf's multi-line message reduced to one line."""
+    lines = str(exc).strip().splitlines()
+    # "In 'model/x': ConfigKeyError raised while composing config:" says what only on its next line
+    parts = [" ".join(lines[:2]) if lines[0].endswith(":") and len(lines) > 1 else lines[0]]
+    if exc.__cause__ is not None and str(exc.__cause__).strip():
+        parts.append(str(exc.__cause__).strip().splitlines()[0])
+    return " ".join(parts) + " (`hpml train --cfg job` shows every key)"

@@ -1,0 +1,151 @@
+"""Preemption-safe training: a signal becomes a stop request that the trainer asks at step
+boundaries; the ranks agree through the strategy; rank 0 then writes a mid-epoch checkpoint
+and, on SLURM, requeues the job.
+
+Which signal means what:
+- the requeue signal (`trainer.requeue_signal`, USR1 by default; `#SBATCH --signal=USR1@90`
+  or `scancel --signal=USR1 <job>`): checkpoint, `scontrol requeue` on SLURM, exit 0.
+- SIGTERM (time limit, `scancel`, a preempting scheduler that requeues by itself): checkpoint,
+  no requeue (a user's scancel must not resurrect the job), exit 143.
+- SIGINT (Ctrl-C): checkpoint, exit 130.
+A second signal ends the process at once (a launcher's SIGTERM then SIGKILL, a second Ctrl-C).
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from hpml_bench.errors import HpmlError
+from hpml_bench.runfolder import RunFolder
+from hpml_bench.runfolder.writes import shown
+
+
+def signal_number(name: str) -> int:
+    """'USR1' / 'SIGUSR1' / '10' -> the signal number (HpmlError for an unknown name)."""
+    text = str(name).upper()
+    if text.isdigit():
+        return int(text)
+    try:
+        return int(getattr(signal, text if text.startswith("SIG") else f"SIG{text}"))
+    except AttributeError:
+        raise HpmlError(f"trainer.requeue_signal={name}: not a signal name; use USR1, USR2 or TERM") from None
+
+
+class NoStop:
+    """The stop request of a run that installs no signal handlers (tests, library use)."""
+
+    signum: Optional[int] = None
+
+    def should_stop(self, strategy, step: Optional[int]) -> bool:
+        return False
+
+
+class StopRequest(NoStop):
+    """Set by a signal handler; `should_stop` is asked by the trainer at step boundaries.
+
+    On one process it only reads a flag. With several ranks they must stop at the same step,
+    so every `check_every` steps (and at each epoch end) they all-reduce one small tensor
+    through the strategy: the largest signal number any rank received, 0 for none.
+    """
+
+    def __init__(self, requeue_signal: str = "USR1", check_every: int = 1):
+        self.requeue_signum = signal_number(requeue_signal)
+        self.check_every = max(1, check_every)
+        self.signum: Optional[int] = None
+        self.received_at: Optional[float] = None  # time.time() of the signal, for the measured latency
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> "StopRequest":
+        """Handle the requeue signal, SIGTERM and SIGINT (main thread only, as Python requires)."""
+        for signum in {self.requeue_signum, signal.SIGTERM, signal.SIGINT}:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # a second signal: the sender does not want to wait
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.signum, self.received_at = signum, time.time()
+        print(f"hpml: got {signal.Signals(signum).name}: saving a checkpoint at the next step boundary",
+              file=sys.stderr, flush=True)
+
+    def should_stop(self, strategy, step: Optional[int]) -> bool:
+        """True when this run must stop now; `step` None = an epoch boundary (always agreed)."""
+        if strategy.world_size == 1:
+            return self.signum is not None
+        if step is not None and (step + 1) % self.check_every:
+            return False
+        agreed = int(strategy.reduce(torch.tensor([float(self.signum or 0)]), "max").item())
+        if agreed and self.signum is None:  # another rank got the signal: stop the same way
+            self.signum = agreed
+        return bool(agreed)
+
+    @property
+    def requeue(self) -> bool:
+        return self.signum == self.requeue_signum
+
+    @property
+    def exit_code(self) -> int:
+        """0 after a requeue (the job continues), else the shell's 128 + signal number."""
+        return 0 if self.requeue else 128 + int(self.signum)
+
+
+def on_slurm() -> bool:
+    return "SLURM_JOB_ID" in os.environ
+
+
+def restarted() -> bool:
+    """A requeued SLURM job or a torchrun restart (--max-restarts): resume if a checkpoint exists."""
+    if any(int(os.environ.get(var, "0") or 0) > 0 for var in ("SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT")):
+        return True
+    # torchrun restarts the workers of a node that only saw another node's failure as a
+    # membership change, with TORCHELASTIC_RESTART_COUNT still 0. A job's own run folder
+    # (HPML_RUN_ID, unique per job: the sbatch script makes it) holding a checkpoint can then
+    # only come from an earlier round of this job.
+    return int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0 and "HPML_RUN_ID" in os.environ
+
+
+def restart_resume(folder: RunFolder) -> Optional[str]:
+    """The run folder, when this is a restart and it holds a checkpoint; else None."""
+    return str(folder) if restarted() and folder.resumable else None
+
+
+def requeue_job() -> None:
+    """`scontrol requeue` this job: SLURM starts it again with SLURM_RESTART_COUNT + 1."""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") and f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    job = job or os.environ["SLURM_JOB_ID"]
+    # Said before the call: the requeue ends this job at once, and under torchrun the agent's
+    # step can be torn down (this process SIGKILLed) before scontrol has even returned.
+    print(f"hpml: requeueing SLURM job {job} ({datetime.datetime.now():%H:%M:%S.%f})", file=sys.stderr, flush=True)
+    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"hpml: scontrol requeue {job} failed: {done.stderr.strip()} (submit with --requeue)", file=sys.stderr)
+
+
+def report_stop(stop: StopRequest, stopped_at: tuple[int, int], checkpoint: Path, folder: RunFolder) -> None:
+    """Rank 0, after the checkpoint is on disk: say where it stopped and how it goes on; for
+    the requeue signal on SLURM, requeue the job."""
+    epoch, step = stopped_at
+    took = time.time() - stop.received_at if stop.received_at else float("nan")
+    print(f"hpml: stopped at epoch {epoch + 1} step {step}; checkpoint {checkpoint} written "
+          f"{took:.2f} s after the signal", file=sys.stderr, flush=True)
+    if stop.requeue and on_slurm():
+        requeue_job()
+    else:
+        print(f"resume with: hpml train resume={shown(folder.path)}", flush=True)

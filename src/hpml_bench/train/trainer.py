@@ -1,0 +1,291 @@
+"""The one training loop. It fires callback hooks and asks the strategy for everything
+device- or process-related; it knows nothing of torch.distributed."""
+from __future__ import annotations
+
+import random
+import warnings
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from hpml_bench.callbacks.base import Callback
+from hpml_bench.errors import HpmlError
+from hpml_bench.faults.nonfinite import FiniteWatch
+from hpml_bench.train.flops import Throughput
+from hpml_bench.faults.lost_worker import watch_workers
+from hpml_bench.runfolder import RANK_COLUMNS
+from hpml_bench.faults.preemption import NoStop
+from hpml_bench.strategies import Strategy
+from hpml_bench.strategies.step import compile_mode
+from hpml_bench.tasks import Task
+
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 4  # training epochs
+    # Leading epochs marked warm-up and left out of summary means and speedups.
+    warmup_epochs: int = 1
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16: CUDA only, with GradScaler)
+    channels_last: bool = False  # NHWC memory format for model and batches (faster convs on GPUs)
+    # torch.compile after the strategy wraps the model: off | default | reduce-overhead (CUDA
+    # graphs: launch-bound small steps) | max-autotune; true/false are aliases of default/off.
+    compile: str = "off"
+    grad_accum_steps: int = 1  # batches whose gradients add up before one optimizer step
+    grad_clip_norm: Optional[float] = None  # clip the gradients' total norm to this; null: no clipping
+    seed: int = 0  # seeds Python, NumPy and torch (and the samplers)
+    deterministic: bool = False  # deterministic algorithms only (slower; some ops refuse)
+    # exact: synchronize the device at the end of every step (host clock counts GPU work);
+    # events: CUDA events around each step, one synchronize per epoch (less perturbation).
+    timing: str = "exact"
+    progress: str = "auto"  # auto (only on a TTY) | always | never
+    checkpoint_every: int = 1  # epochs; 0 = no checkpoints
+    # Cap on optimizer-visible batches per epoch, for quick benchmarks; null = whole epoch.
+    max_steps_per_epoch: Optional[int] = None
+    # Preemption: this signal checkpoints mid-epoch and requeues a SLURM job (SIGTERM and
+    # Ctrl-C checkpoint without requeueing). Several ranks agree on stopping every N steps
+    # (one 1-float all-reduce, ~0.5 ms over gloo here); one process checks a flag every step.
+    requeue_signal: str = "USR1"
+    stop_check_every: int = 10  # steps between the ranks' stop-request agreement (see requeue_signal)
+    # With model.freeze_backbone: the (1-based) epoch from which the backbone trains too.
+    unfreeze_at_epoch: Optional[int] = None
+    # Peak dense TFLOP/s of one device for MFU; null = hpml's table of GPUs (none on CPU).
+    peak_tflops: Optional[float] = None
+    # A NaN/inf loss or gradient: stop (exit 3, the last finite checkpoint kept) | skip (drop
+    # that optimizer step, as GradScaler does; one host sync per optimizer step).
+    on_nonfinite: str = "stop"
+    # on_nonfinite=skip: stop after this many dropped optimizer steps in a row.
+    max_nonfinite_steps: int = 10
+    # A checkpoint that cannot be written (disk full, quota, read-only): stop (exit 4, with the
+    # resume command) | warn (train on; the next checkpoint is tried again).
+    on_write_error: str = "stop"
+    # last.pt plus K-1 older ones (last.1.pt, ...): a damaged last.pt falls back to the newest intact one.
+    keep_checkpoints: int = 1
+    # On GPU out-of-memory: halve the micro-batch and accumulate (same global batch), printed once.
+    auto_microbatch: bool = False
+
+    def __post_init__(self):
+        for knob in ("epochs", "grad_accum_steps"):
+            if getattr(self, knob) <= 0:
+                raise HpmlError(f"trainer.{knob}={getattr(self, knob)} must be positive")
+        if self.warmup_epochs < 0:
+            raise HpmlError(f"trainer.warmup_epochs={self.warmup_epochs} must be 0 or more")
+        if self.timing not in ("exact", "events"):
+            raise HpmlError(f"trainer.timing={self.timing}: use exact or events")
+        self.compile = compile_mode(self.compile)
+        if self.peak_tflops is not None and self.peak_tflops <= 0:
+            raise HpmlError(f"trainer.peak_tflops={self.peak_tflops} must be positive (TFLOP/s of one device)")
+        if self.progress not in ("auto", "always", "never"):
+            raise HpmlError(f"trainer.progress={self.progress}: use auto, always or never")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise HpmlError(f"trainer.on_nonfinite={self.on_nonfinite}: use stop or skip")
+        if self.on_write_error not in ("stop", "warn"):
+            raise HpmlError(f"trainer.on_write_error={self.on_write_error}: use stop or warn")
+        if self.keep_checkpoints <= 0:
+            raise HpmlError(f"trainer.keep_checkpoints={self.keep_checkpoints} must be 1 or more")
+        if self.max_nonfinite_steps <= 0:
+            raise HpmlError(f"trainer.max_nonfinite_steps={self.max_nonfinite_steps} must be positive")
+
+
+class Trainer:
+    """Runs epochs of training and validation, filling one record per epoch."""
+
+    def __init__(self, cfg: TrainerConfig, strategy: Strategy, task: Task,
+                 train_loader: DataLoader, val_loader: DataLoader, callbacks: list[Callback], stop=None,
+                 throughput: Optional[Throughput] = None):
+        self.cfg, self.strategy, self.task = cfg, strategy, task
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.callbacks = callbacks
+        self.train_metrics = task.metrics().to(strategy.device)
+        self.val_metrics = task.metrics().to(strategy.device)
+        self.start_epoch = 0
+        self.stop = stop or NoStop()  # asked at step boundaries (preempt.StopRequest)
+        self.throughput = throughput or Throughput()  # FLOPs per sample -> tflops, mfu
+        self.start_step = 0  # batches of start_epoch already trained (a mid-epoch resume)
+        self.stopped_at: Optional[tuple[int, int]] = None  # (epoch, batches done) of a stop
+        self._resume_rng = None
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0
+        self.finite = FiniteWatch(cfg.on_nonfinite, cfg.max_nonfinite_steps, strategy, saved=lambda: bool(self.history))
+        self.position = (0, 0)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        steps = len(self.train_loader) + self.train_loader.sampler.start_index // self.train_loader.batch_size
+        return min(steps, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else steps
+
+    def fit(self) -> list[dict[str, Any]]:
+        """Train from start_epoch to cfg.epochs; returns the per-epoch records."""
+        self._fire("on_fit_start")
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            self.epoch = epoch
+            record = {"epoch": epoch + 1, "warmup": epoch < self.cfg.warmup_epochs}
+            record.update(self.train_epoch(epoch))
+            if self.stopped_at:
+                return self.history
+            record.update(self.validate())
+            self.history.append(record)
+            self._fire("on_epoch_end", record)
+            if epoch + 1 < self.cfg.epochs and self.stop.should_stop(self.strategy, None):
+                self.stopped_at = (epoch + 1, 0)
+                return self.history
+        self._fire("on_fit_end")
+        return self.history
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        self.strategy.train(True)
+        self.train_loader.sampler.set_epoch(epoch)
+        first = self.start_step if epoch == self.start_epoch else 0
+        self.train_loader.sampler.start_index = first * self.train_loader.batch_size
+        self.train_metrics.reset()
+        self.strategy.reset_memory_peak()
+        record: dict[str, Any] = {"lr": self._lr()}
+        loss_sum = torch.zeros((), device=self.strategy.device)
+        samples = 0
+        self._fire("on_train_epoch_start")
+        steps = self.steps_per_epoch
+        accum = self.cfg.grad_accum_steps
+        self.finite.start_epoch(steps, first, self.strategy.device)
+        self.position = (epoch, first)  # (epoch, batches done) at the last optimizer step
+        self._fire("on_fetch_start")
+        for i, batch in enumerate(self._batches(), start=first):
+            self._fire("on_fetch_end")
+            last = i + 1 == steps
+            out = self.strategy.train_step(batch, step_optimizer=(i + 1) % accum == 0 or last, loss_scale=1 / accum)
+            self.finite.see(i, out.loss)  # a reference; read at the checks below
+            if (i + 1) % accum == 0:
+                self.position = (epoch, i + 1)
+            self.finite.check_dropped(epoch, i)
+            if out.n:  # a pipeline's earlier stages see no outputs
+                self.train_metrics.update(out.logits, out.targets)
+            loss_sum += out.loss * out.n if self.cfg.on_nonfinite == "stop" else torch.nan_to_num(out.loss * out.n, 0, 0, 0)
+            samples += out.n
+            self._fire("on_step_end", out)
+            if last:
+                break
+            if (i + 1) % self.cfg.stop_check_every == 0:
+                self.finite.check(epoch, i)
+            if (i + 1) % accum == 0 and self.stop.should_stop(self.strategy, i):
+                self.finite.check(epoch, i)  # never a checkpoint past an unread flag
+                self.stopped_at = (epoch, i + 1)
+                return record
+            self._fire("on_fetch_start")
+        self.finite.check(epoch, steps - 1)
+        self.finite.check_weights(epoch)
+        self.finite.report_dropped(epoch)
+        self._fire("on_train_epoch_end", record)  # the timer fills data_s / train_s / run_s
+        record.update(self._reduced_scores("train", loss_sum, samples, self.train_metrics))
+        return self._reduce_over_ranks(record, samples)
+
+    def _batches(self):
+        """The epoch's batch iterator; a mid-epoch resume restores the RNG only now, since
+        creating the iterator draws the loader's base seed (the interrupted run drew it earlier)."""
+        batches = iter(self.train_loader)
+        if self._resume_rng is not None:
+            _set_rng(self._resume_rng)
+            self._resume_rng = None
+        return watch_workers(batches, self.train_loader)
+
+    def _reduce_over_ranks(self, record: dict[str, Any], samples: int) -> dict[str, Any]:
+        """Times and memory: the slowest rank's; samples: every rank's, summed."""
+        record["mem_peak_gib"] = self.strategy.memory_peak_gib()
+        record["samples"] = samples
+        ranks = self._per_rank(record)
+        record["ranks"] = ranks.tolist()
+        for i, key in enumerate(RANK_COLUMNS):
+            record[key] = ranks[:, i].sum().item() if key == "samples" else ranks[:, i].max().item()
+        record["samples"] = int(record["samples"])
+        record["samples_per_s"] = record["samples"] / record["run_s"] if record["run_s"] > 0 else 0.0
+        record.update(self.throughput.rates(record["samples"], record["run_s"]))
+        return record
+
+    def _per_rank(self, record: dict[str, Any]) -> torch.Tensor:
+        """[world, len(RANK_COLUMNS)]: each rank's own numbers, on every rank."""
+        world, rank = self.strategy.world_size, self.strategy.rank
+        rows = torch.zeros(world, len(RANK_COLUMNS), dtype=torch.float64)
+        rows[rank] = torch.tensor([float(record[key]) for key in RANK_COLUMNS], dtype=torch.float64)
+        return self.strategy.reduce(rows, "sum")
+
+    def validate(self) -> dict[str, Any]:
+        self.strategy.train(False)
+        self.val_metrics.reset()
+        loss_sum = torch.zeros((), device=self.strategy.device)
+        samples = 0
+        record: dict[str, Any] = {}
+        self._fire("on_validation_start")
+        for batch in self.val_loader:
+            out = self.strategy.eval_step(batch)
+            if out.n:
+                self.val_metrics.update(out.logits, out.targets)
+            loss_sum += out.loss * out.n
+            samples += out.n
+        self._fire("on_validation_end", record)  # the timer fills val_s
+        record["val_s"] = self.strategy.reduce(torch.tensor(record["val_s"]), "max").item()
+        record.update(self._reduced_scores("val", loss_sum, samples, self.val_metrics))
+        return record
+
+    def _reduced_scores(self, prefix: str, loss_sum: torch.Tensor, samples: int, metrics) -> dict[str, float]:
+        totals = self.strategy.reduce(torch.stack([loss_sum.float().cpu(), torch.tensor(float(samples))]), "sum")
+        scores = {f"{prefix}_loss": (totals[0] / totals[1].clamp(min=1)).item()}
+        with warnings.catch_warnings():  # a pipeline's first stages never update: expected
+            warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+            computed = metrics.compute()  # torchmetrics sums the ranks' states
+        scores.update({f"{prefix}_{k}": v.item() for k, v in computed.items()})
+        return scores
+
+    def _lr(self) -> float:
+        return self.strategy.optimizer.param_groups[0]["lr"]
+
+    def _fire(self, hook: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+    def stop_at_last_step(self) -> Optional[tuple[int, int]]:
+        """After a fault mid-epoch (a lost loader worker): stop at the last finished optimizer
+        step so that state_dict() continues from there; None when there is nothing to save."""
+        epoch, done = self.position
+        if done == 0 or self.stopped_at:
+            return None
+        self.finite.check(epoch, done - 1)  # never a checkpoint past an unread flag
+        self.stopped_at = (epoch, done)
+        return self.stopped_at
+
+    # -- checkpoints ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly."""
+        s = self.strategy
+        return {
+            # (epoch to start, batches of it done): (next epoch, 0) unless stopped mid-epoch
+            "epoch": (self.stopped_at or (self.epoch + 1, 0))[0],
+            "step": (self.stopped_at or (self.epoch + 1, 0))[1],
+            "model": s.model_state(),
+            "optimizer": s.optimizer_state(),
+            "scheduler": s.scheduler.state_dict() if s.scheduler is not None else None,
+            "scaler": s.scaler.state_dict(),
+            "history": self.history,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        s = self.strategy
+        s.load_model_state(state["model"])
+        s.load_optimizer_state(state["optimizer"])
+        if s.scheduler is not None and state["scheduler"] is not None:
+            s.scheduler.load_state_dict(state["scheduler"])
+        s.scaler.load_state_dict(state["scaler"])
+        self.history = list(state["history"])
+        self.start_epoch, self.start_step = state["epoch"], state.get("step", 0)
+        if self.start_step:
+            self._resume_rng = state["rng"]  # set when the resumed epoch's loader has started
+        else:
+            _set_rng(state["rng"])
+
+
+def _set_rng(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])

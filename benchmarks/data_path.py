@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hpml_bench.train.config import compose_train
 from hpml_bench.data.cache import prepare_cache
+from hpml_bench.train.config import compose_train
 from hpml_bench.train.run import run_training
 
 

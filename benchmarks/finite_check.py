@@ -17,13 +17,12 @@ import tempfile
 import time
 
 import torch
-from pathlib import Path
 
-from hpml_bench.train.config import compose_train, to_train_config
 from hpml_bench.faults.nonfinite import FiniteWatch
 from hpml_bench.runfolder import RunFolder
-from hpml_bench.train.run import _build_trainer
 from hpml_bench.strategies import StepSettings, build_strategy
+from hpml_bench.train.config import compose_train, to_train_config
+from hpml_bench.train.run import _build_trainer
 
 
 def step_blocks(rounds: int, block: int) -> tuple[list[float], list[float]]:

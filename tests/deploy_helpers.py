@@ -8,10 +8,9 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from hpml_bench.train.config import compose_train, to_train_config
 from hpml_bench.data.shapes import generate_shapes
 from hpml_bench.models import build_model_from_config
-from hpml_bench.train.config import model_config
+from hpml_bench.train.config import compose_train, model_config, to_train_config
 
 # Every model hpml trains, at its smallest: the tiny variants, the MLP and ResNet-18 (at 16 px).
 DEPLOY_MODELS = ["mlp", "resnet18", "hct_tiny", "iformer_tiny", "inception_v3_tiny", "unet_tiny", "fcn_tiny", "segnet_tiny"]

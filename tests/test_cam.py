@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hpml_bench.eval.cam import cam_layer, cam_methods, explain
 from hpml_bench.cli.main import main
 from hpml_bench.data.shapes import generate_shapes
+from hpml_bench.eval.cam import cam_layer, cam_methods, explain
 from hpml_bench.train.trained_run import load_trained
 
 SIZE = 32
@@ -100,8 +100,8 @@ def test_cam_on_a_model_without_target_layer(tmp_path, capsys):
 
 def test_cam_preprocesses_like_the_runs_validation_data(tmp_path):
     """A shapes image saved as PNG comes back as exactly the tensor validation fed the model."""
-    from hpml_bench.train.config import compose_train, to_train_config
     from hpml_bench.data.shapes import build_shapes
+    from hpml_bench.train.config import compose_train, to_train_config
     from hpml_bench.train.trained_run import image_preprocess
 
     cfg = to_train_config(compose_train(["dataset.image_size=24", "dataset.num_train=4", "dataset.num_val=2"]))
@@ -117,8 +117,8 @@ def fake_run(folder: Path, overrides: list[str]) -> Path:
     import torch
     from omegaconf import OmegaConf
 
-    from hpml_bench.train.config import compose_train, to_train_config
     from hpml_bench.models import build_model_from_config
+    from hpml_bench.train.config import compose_train, to_train_config
 
     dcfg = compose_train(overrides)
     cfg = to_train_config(dcfg)

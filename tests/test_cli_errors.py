@@ -2,9 +2,8 @@
 import urllib.error
 
 import pytest
-from torchvision import datasets
-
 from conftest import TINY, hpml_subprocess, only_run_folder
+from torchvision import datasets
 
 
 @pytest.mark.parametrize("args, message", [

@@ -3,8 +3,8 @@ import pickle
 
 import numpy as np
 import torch
-
 from conftest import only_run_folder, read_run
+
 from hpml_bench.data.shapes import SHAPES, ShapesConfig, build_shapes, generate_shapes
 
 

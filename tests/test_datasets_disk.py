@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import only_run_folder, read_run
 from fixtures_data import make_hct_lists, make_image_folder, make_lgg, make_retinopathy
-from hpml_bench.train.config import compose_train
+from omegaconf import OmegaConf
+from PIL import Image
+
 from hpml_bench.data import build_datasets
 from hpml_bench.data import cache as cache_mod
 from hpml_bench.data.cache import cache_folder, load_cache, prepare_cache
 from hpml_bench.errors import HpmlError
-from omegaconf import OmegaConf
+from hpml_bench.train.config import compose_train
 
 QUICK = ["trainer.epochs=1", "dataset.batch_size=4", "dataset.image_size=32", "trainer.progress=never"]
 

@@ -3,7 +3,6 @@ import json
 import time
 
 import pytest
-
 from conftest import hpml_subprocess, only_run_folder
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import hpml_subprocess
 from deploy_helpers import make_run, parse_lines, write_shape_pngs
+from PIL import Image
+
 from hpml_bench.cli.main import main
 
 pytestmark = [pytest.mark.cpp, pytest.mark.slow]

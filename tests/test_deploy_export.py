@@ -7,15 +7,21 @@ import json
 import numpy as np
 import pytest
 import torch
+from deploy_helpers import (
+    DEPLOY_MODELS,
+    make_run,
+    model_overrides,
+    parse_lines,
+    write_shape_pngs,
+)
 from PIL import Image
 
-from deploy_helpers import DEPLOY_MODELS, make_run, model_overrides, parse_lines, write_shape_pngs
 from hpml_bench.data.files import FileDatasetConfig, FileImages, Sample
 from hpml_bench.deploy.export import ExportConfig, export_run, sha256
 from hpml_bench.deploy.formats import FORMATS
 from hpml_bench.deploy.preprocess import load_input
-from hpml_bench.train.trained_run import load_trained, preprocess_spec
 from hpml_bench.deploy.validate import RunData
+from hpml_bench.train.trained_run import load_trained, preprocess_spec
 
 FAST = ["torchscript", "exported", "onnx"]
 # AOTInductor compiles C++ (~14 s of CPU each): fp32 for every model; the int8 package for a

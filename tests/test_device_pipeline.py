@@ -3,15 +3,15 @@ transfer (data/device_loader.py + data/batch_transforms.py). On CPU the look-ahe
 same code as on a GPU minus the stream; the GPU test compares the CUDA path to the CPU one."""
 import pytest
 import torch
+from fixtures_data import make_image_folder, make_lgg
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from fixtures_data import make_image_folder, make_lgg
-from hpml_bench.train.config import compose_train
 from hpml_bench.data import build_datasets
 from hpml_bench.data.cache import CachedImages, prepare_cache
 from hpml_bench.data.collate import batch_collate
 from hpml_bench.data.device_loader import DeviceLoader
+from hpml_bench.train.config import compose_train
 
 CASES = {
     "segmentation": (make_lgg, ["dataset=lgg_mri", "dataset.image_size=16"], {"patients": 4, "slices": 3}),

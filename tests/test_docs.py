@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY
 
 from hpml_bench import docs_reference
 from hpml_bench.config.fielddoc import describe, own_comments
-
-from conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,8 +31,8 @@ def test_every_config_key_has_a_description():
 
 
 def test_descriptions_come_from_the_field_comments():
-    from hpml_bench.train.trainer import TrainerConfig
     from hpml_bench.data.shapes import ShapesConfig
+    from hpml_bench.train.trainer import TrainerConfig
 
     # a comment at the end of the line, comment lines above, and a base class's comment
     assert describe(TrainerConfig, "precision").startswith("fp32 | bf16 | fp16")

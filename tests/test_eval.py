@@ -8,10 +8,10 @@ import json
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
-
 from conftest import TINY
 from fixtures_data import make_seg_folder
+from PIL import Image
+
 from hpml_bench.cli.main import main
 
 SEG = ["model=unet_tiny", "dataset=seg_folder", "dataset.batch_size=8", "trainer.epochs=2", "optimizer.lr=0.01",

@@ -1,11 +1,10 @@
 """Fault: damaged files on disk (truncated, bit-flipped), caught before they do harm."""
 from __future__ import annotations
 
-import pytest
-
 import json
 import os
 
+import pytest
 
 from tests.conftest import TINY
 from tests.test_faults_nonfinite import error_line

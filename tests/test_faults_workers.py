@@ -1,12 +1,11 @@
 """Fault: a data-loader worker SIGKILLed (as the OOM killer does) or stuck, for real."""
 from __future__ import annotations
 
-import pytest
-
 import os
 import signal
 import time
 
+import pytest
 from torch.utils.data import get_worker_info
 
 from hpml_bench.data.shapes import TensorImages as Shapes

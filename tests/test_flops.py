@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
+from conftest import TINY
 
-from hpml_bench.train.config import compose_train, to_train_config
 from hpml_bench.errors import HpmlError
-from hpml_bench.train.flops import Throughput, count_train_flops, lookup_peak, measure
 from hpml_bench.strategies.step import COMPILE_MODES, compile_mode
 from hpml_bench.tasks import build_task
-from conftest import TINY
+from hpml_bench.train.config import compose_train, to_train_config
+from hpml_bench.train.flops import Throughput, count_train_flops, lookup_peak, measure
 
 
 @pytest.mark.parametrize("arch, weights", [("resnet18", "ResNet18_Weights"), ("resnet50", "ResNet50_Weights")])

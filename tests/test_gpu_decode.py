@@ -11,11 +11,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from hpml_bench.train.config import compose_train
 from hpml_bench.data import build_datasets
 from hpml_bench.data.collate import batch_collate
-from hpml_bench.data.files import CorruptImage
 from hpml_bench.data.device_loader import DeviceLoader
+from hpml_bench.data.files import CorruptImage
+from hpml_bench.train.config import compose_train
 
 
 def make_jpeg_folder(root: Path, per_class=5, corrupt=False) -> Path:

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY
-from hpml_bench.train.config import compose_train, to_train_config
+
 from hpml_bench.errors import HpmlError
+from hpml_bench.train.config import compose_train, to_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,10 +4,9 @@ import json
 
 import pytest
 import torch
-
 from conftest import TINY
-from hpml_bench.train.config import compose_train, to_train_config
-from hpml_bench.train.config import build_model
+
+from hpml_bench.train.config import build_model, compose_train, to_train_config
 
 
 def resolved(*overrides):

@@ -5,7 +5,13 @@ import time
 
 from conftest import hpml_subprocess
 
-from hpml_bench.cli.listing import SOURCES, builtin_models, group_choices, model_facts, source_archs
+from hpml_bench.cli.listing import (
+    SOURCES,
+    builtin_models,
+    group_choices,
+    model_facts,
+    source_archs,
+)
 from hpml_bench.cli.model_table import MODEL_FACTS, SOURCE_FACTS
 
 

@@ -1,7 +1,6 @@
 """TensorBoard and W&B (offline): the logged values are read back and compared with epochs.csv."""
 import pandas as pd
 import pytest
-
 from conftest import TINY, only_run_folder
 from wandb_records import history, read_records, run_record, summary
 

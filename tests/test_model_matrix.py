@@ -4,8 +4,8 @@ never a traceback. Image sizes are left at dataset.image_size=auto throughout.""
 from pathlib import Path
 
 import pytest
-
 from fixtures_data import make_hct_lists, make_image_folder, make_lgg, make_retinopathy
+
 from hpml_bench.cli.listing import SOURCES
 from hpml_bench.cli.main import main
 from hpml_bench.config.groups import choices

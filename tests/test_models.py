@@ -7,8 +7,8 @@ import hpml_bench
 from hpml_bench.config.groups import choices
 from hpml_bench.errors import HpmlError
 from hpml_bench.models import count_parameters, split_points
-from hpml_bench.train.config import model_config
 from hpml_bench.models.performer import PerformerAttention, relu_features
+from hpml_bench.train.config import model_config
 
 TINY_MODELS = [c for c in choices("model") if c.endswith("_tiny")]
 SEGMENTATION = {"unet", "fcn", "segnet"}

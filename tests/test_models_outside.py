@@ -7,12 +7,12 @@ import urllib.error
 
 import pytest
 import torch
+from deploy_helpers import USER_MYNET
 
-from hpml_bench.train.config import compose_train, to_train_config
 from hpml_bench.errors import HpmlError
 from hpml_bench.models import build_model_from_config
 from hpml_bench.models.base import head_of, split_points
-from deploy_helpers import USER_MYNET
+from hpml_bench.train.config import compose_train, to_train_config
 
 MYNET = USER_MYNET + '''
 def not_a_module(num_classes):

@@ -1,7 +1,7 @@
 """`hpml train model=<tiny> dataset=shapes` for every model; UNet learns the shapes' masks."""
 import pytest
-
 from conftest import only_run_folder, read_run
+
 from hpml_bench.config.groups import choices
 from hpml_bench.train.config import model_config
 

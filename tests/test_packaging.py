@@ -6,10 +6,10 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from setuptools import find_namespace_packages
 
 ROOT = Path(__file__).resolve().parent.parent

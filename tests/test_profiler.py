@@ -3,8 +3,8 @@ import gzip
 import json
 
 import pytest
-
 from conftest import TINY, only_run_folder
+
 from hpml_bench.callbacks.profiler import DATA_WAIT_RANGE
 
 PROFILED = [*TINY, "model=mlp", "profiler=torch", "profiler.skip_first=1", "profiler.wait=1", "profiler.warmup=1",

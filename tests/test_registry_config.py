@@ -3,13 +3,13 @@ import math
 import pytest
 import torch
 
-from hpml_bench.train.config import TrainConfig, compose_train, to_train_config
 from hpml_bench.data.shapes import ShapesConfig
 from hpml_bench.errors import HpmlError
 from hpml_bench.models import MODELS
 from hpml_bench.models.resnet import ResNetConfig
-from hpml_bench.train.optim import SchedulerConfig, build_scheduler
 from hpml_bench.registry import Registry
+from hpml_bench.train.config import TrainConfig, compose_train, to_train_config
+from hpml_bench.train.optim import SchedulerConfig, build_scheduler
 from hpml_bench.train.trainer import TrainerConfig
 
 
@@ -56,9 +56,10 @@ def test_config_mistakes_are_one_line_errors(override, message):
 
 
 def test_every_registered_model_has_a_schema_and_a_config_file():
+    from hpml_bench.cli.listing import (
+        SOURCES,  # model=torchvision|timm|custom need an arch/target (test_models_outside.py)
+    )
     from hpml_bench.config.groups import choices
-
-    from hpml_bench.cli.listing import SOURCES  # model=torchvision|timm|custom need an arch/target (test_models_outside.py)
 
     names = {to_train_config(compose_train([f"model={c}"])).model.name for c in choices("model") if c not in SOURCES}
     assert names == set(MODELS.names()) - set(SOURCES)

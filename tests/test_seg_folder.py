@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fixtures_data import make_seg_folder, seg_mask_values
 from PIL import Image
 
-from fixtures_data import make_seg_folder, seg_mask_values
-from hpml_bench.train.config import compose_train, to_train_config
 from hpml_bench.data import build_datasets
 from hpml_bench.errors import HpmlError
+from hpml_bench.train.config import compose_train, to_train_config
 from hpml_bench.train.trained_run import class_names
 
 

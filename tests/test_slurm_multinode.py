@@ -18,7 +18,16 @@ import pytest
 import torch
 
 from tests.conftest import TINY
-from tests.test_slurm_cluster import ROOT, job_field, log, params, run_folder, submit, wait_for, wait_gone
+from tests.test_slurm_cluster import (
+    ROOT,
+    job_field,
+    log,
+    params,
+    run_folder,
+    submit,
+    wait_for,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.slurm
 DDP = ["model=mlp", "strategy=ddp", "strategy.backend=gloo"]

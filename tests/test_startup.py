@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 
-
 # What a plain `hpml train` never uses before its first step; each was imported by
 # `hpml_bench.train.run` once (scipy and matplotlib through torchmetrics, pandas through the report).
 HEAVY = ("pandas", "matplotlib", "scipy", "wandb", "tensorboard", "torch.utils.tensorboard", "onnx",

@@ -9,9 +9,9 @@ import time
 import pandas as pd
 import pytest
 import torch
+from conftest import hpml_subprocess
 
 import hpml_bench
-from conftest import hpml_subprocess
 
 pytestmark = pytest.mark.dist
 

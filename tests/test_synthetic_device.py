@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import read_run
 from omegaconf import OmegaConf
 
-from conftest import read_run
-from hpml_bench.train.config import compose_train
 from hpml_bench.data import build_loaders
 from hpml_bench.strategies import StepSettings, build_strategy
 from hpml_bench.strategies.base import StrategyConfig
+from hpml_bench.train.config import compose_train
 
 ARGS = ["dataset=synthetic", "dataset.num_train=40", "dataset.num_val=12", "dataset.image_size=8",
         "dataset.batch_size=8", "dataset.num_classes=5"]

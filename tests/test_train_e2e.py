@@ -3,7 +3,6 @@ import json
 
 import pytest
 import torch
-
 from conftest import TINY, only_run_folder, read_run
 
 

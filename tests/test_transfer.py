@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import TINY
+
 from hpml_bench.train.config import build_model
 from hpml_bench.train.optim import OptimizerConfig, build_optimizer
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import hpml_subprocess
 from deploy_helpers import USER_MYNET, parse_lines, write_shape_pngs
 
@@ -72,8 +71,9 @@ def test_every_export_format_predicts_what_eager_does(project, exported):
 
 @pytest.mark.cpp
 def test_native_hct_runs_the_custom_models_artifacts(project, exported):
-    from test_deploy_cpp import REPO  # noqa: F401  (the same build as the C++ tests)
     import sys
+
+    from test_deploy_cpp import REPO  # noqa: F401  (the same build as the C++ tests)
 
     build = subprocess.run(["bash", str(REPO / "cpp" / "build.sh")], capture_output=True, text=True, timeout=600,
                            env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin:/usr/local/bin"})

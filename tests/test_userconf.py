@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY
 
 from hpml_bench.config.search_path import HPML_CONF
-from conftest import TINY
 
 USER_FILES = {
     "model/mynet.yaml": "# my ResNet-34\ndefaults:\n  - resnet_schema\n  - _self_\ndepth: 34\n",

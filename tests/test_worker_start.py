@@ -5,9 +5,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from hpml_bench.train.config import compose_train
 from hpml_bench.data import build_loaders
 from hpml_bench.strategies import StepSettings, build_strategy
+from hpml_bench.train.config import compose_train
 from tests.conftest import TINY
 
 

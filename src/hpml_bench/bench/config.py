@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra import compose, initialize_config_dir

@@ -12,12 +12,18 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from hpml_bench.bench.plots import PLOT_LINKS, write_plots
-from hpml_bench.bench.results import cell_medians, display_columns, markdown_table, rich_table, run_row
+from hpml_bench.bench.results import (
+    cell_medians,
+    display_columns,
+    markdown_table,
+    rich_table,
+    run_row,
+)
 from hpml_bench.callbacks.loggers import flat_config
+from hpml_bench.console import make_console
 from hpml_bench.errors import HpmlError
 from hpml_bench.runfolder import RunFolder
 from hpml_bench.runfolder.writes import atomic_write_text
-from hpml_bench.console import make_console
 
 # Keys that differ between any two runs without describing the experiment.
 IGNORED = ("run_dir", "resume", "logger.group", "trainer.progress")

@@ -19,17 +19,31 @@ import torch
 from omegaconf import OmegaConf
 
 from hpml_bench.bench.cells import Cell, abba_order, cell_row, error_line, values_text
-from hpml_bench.bench.config import (BenchConfig, axis_keys, baseline_index, cell_overrides, expand_cells, is_group_key,
-                                     is_slurm_key)
+from hpml_bench.bench.config import (
+    BenchConfig,
+    axis_keys,
+    baseline_index,
+    cell_overrides,
+    expand_cells,
+    is_group_key,
+    is_slurm_key,
+)
 from hpml_bench.bench.plots import PLOT_LINKS, write_plots
-from hpml_bench.config.search_path import config_dir_args
-from hpml_bench.bench.results import cell_medians, display_columns, markdown_table, rich_table
+from hpml_bench.bench.results import (
+    cell_medians,
+    display_columns,
+    markdown_table,
+    rich_table,
+)
 from hpml_bench.bench.slurm_cells import SlurmLauncher
+from hpml_bench.config.search_path import config_dir_args
+from hpml_bench.console import make_console
 from hpml_bench.errors import HpmlError
 from hpml_bench.registry import unknown_choice
 from hpml_bench.runfolder import RunFolder
 from hpml_bench.runfolder.writes import atomic_write_text
-from hpml_bench.console import make_console
+from hpml_bench.strategies import STRATEGIES
+from hpml_bench.train.config import compose_train, to_train_config
 
 
 def machine_refusal(cfg) -> Optional[str]:
@@ -51,7 +65,6 @@ def machine_refusal(cfg) -> Optional[str]:
 
 def local_check(cfg) -> Optional[str]:
     """Why this machine cannot run the cell (None: it can); a strategy's refusal raises HpmlError."""
-    from hpml_bench.strategies import STRATEGIES
 
     refusal = machine_refusal(cfg)
     if refusal is None:
@@ -63,7 +76,6 @@ def plan(bench: BenchConfig, train_args: list[str],
          check: Callable[[Any], Optional[str]] = local_check) -> tuple[list[Cell], list[str]]:
     """Every cell with its overrides, and those that cannot run marked (skipped / failed) with why.
     `check` says why a cell's train config cannot run where its launcher runs it."""
-    from hpml_bench.train.config import compose_train, to_train_config
 
     form = bench.form
     values = expand_cells(form)

@@ -17,14 +17,15 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from hpml_bench.bench.config import BenchConfig, hydra_value, is_slurm_key
 from hpml_bench.bench.cells import Cell, abba_order, cell_row, error_line
+from hpml_bench.bench.config import BenchConfig, hydra_value, is_slurm_key
 from hpml_bench.errors import HpmlError
 from hpml_bench.runfolder import RunFolder
 from hpml_bench.runfolder.writes import atomic_write_text
-from hpml_bench.slurm.submit import submit
 from hpml_bench.slurm.config import MULTI_PROCESS, check_job, compose_slurm
 from hpml_bench.slurm.render import render
+from hpml_bench.slurm.submit import submit
+from hpml_bench.train.config import compose_train, to_train_config
 
 JOBS = "slurm_jobs.json"
 # A job in one of these states has ended for good; any other state (PENDING, RUNNING, REQUEUED,
@@ -87,7 +88,6 @@ class SlurmLauncher:
 
     def job(self, bench: BenchConfig, cell: Cell, r: int, rep_dir: Path, folder: Path) -> tuple[Path, str, Path]:
         """(script path, script text, log path) of one repeat of a cell, checked as `hpml slurm` checks."""
-        from hpml_bench.train.config import compose_train, to_train_config
 
         cfg = to_train_config(compose_train(cell.overrides))
         strategy, nproc = cfg.strategy.name, getattr(cfg.strategy, "nproc_per_node", 1)

@@ -18,10 +18,11 @@ from typing import Any, Optional
 from urllib.parse import urlparse
 
 from hpml_bench.callbacks.base import Callback
+from hpml_bench.callbacks.report import summarize
+from hpml_bench.console import make_console
 from hpml_bench.errors import HpmlError
 from hpml_bench.runfolder import RunFolder
 from hpml_bench.runfolder.writes import atomic_write_text
-from hpml_bench.console import make_console
 
 _WANDB_MODES = ("auto", "online", "offline", "disabled")
 
@@ -119,7 +120,9 @@ class StepLogger(Callback):
 
 class TensorBoardLogger(StepLogger):
     def __init__(self, cfg: LoggerConfig, log_dir: Path, config: dict[str, Any], info: dict[str, Any]):
-        from torch.utils.tensorboard import SummaryWriter  # imported only when asked for
+        from torch.utils.tensorboard import (
+            SummaryWriter,  # imported only when asked for
+        )
 
         self.writer = SummaryWriter(str(log_dir))
         self.every = cfg.log_every_n_steps
@@ -135,8 +138,6 @@ class TensorBoardLogger(StepLogger):
         self.writer.flush()
 
     def on_fit_end(self, trainer) -> None:
-        from hpml_bench.callbacks.report import summarize
-
         summary = summarize(trainer.history)
         medians = {k: summary[k] for k in ("median_run_s", "median_samples_per_s", "median_tflops", "median_mfu")
                    if summary.get(k) is not None}
@@ -183,7 +184,6 @@ class WandbLogger(StepLogger):
     def on_fit_end(self, trainer) -> None:
         import pandas as pd
 
-        from hpml_bench.callbacks.report import summarize
 
         table = pd.DataFrame(trainer.history).drop(columns="ranks")
         self.run.log({"epochs_table": self.wandb.Table(dataframe=table)})

@@ -13,12 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile, record_function, schedule, tensorboard_trace_handler
+from torch.profiler import (
+    ProfilerActivity,
+    profile,
+    record_function,
+    schedule,
+    tensorboard_trace_handler,
+)
 
 from hpml_bench.callbacks.base import Callback
 from hpml_bench.errors import HpmlError
 from hpml_bench.runfolder import RunFolder
 from hpml_bench.runfolder.writes import atomic_write_text
+from hpml_bench.strategies.base import no_range
 
 # The loop's wait for the next batch. torch-tb-profiler files a range under "DataLoader" in
 # its step breakdown only by this name pattern (`enumerate(DataLoader)#<...>.__next__`, what
@@ -104,8 +111,6 @@ class TorchProfiler(Callback):
         self.prof.step()
 
     def on_fit_end(self, trainer) -> None:
-        from hpml_bench.strategies.base import no_range
-
         self.prof.stop()
         trainer.strategy.range = no_range
         if self.cfg.memory_snapshot:

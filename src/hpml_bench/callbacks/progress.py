@@ -1,7 +1,13 @@
 """A progress bar per epoch (rich), on the main rank and only on a terminal."""
 from __future__ import annotations
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from hpml_bench.callbacks.base import Callback
 

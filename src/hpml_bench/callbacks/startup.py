@@ -8,6 +8,7 @@ import os
 import time
 
 from hpml_bench.callbacks.base import Callback
+from hpml_bench.started import IMPORTED_AT
 
 
 def process_age_s() -> float:
@@ -21,8 +22,6 @@ def process_age_s() -> float:
             uptime_s = float(f.read().split()[0])
         return uptime_s - start_ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
-        from hpml_bench.started import IMPORTED_AT
-
         return time.perf_counter() - IMPORTED_AT
 
 

@@ -13,7 +13,6 @@ from omegaconf.errors import OmegaConfBaseException
 from hpml_bench.errors import HpmlError
 from hpml_bench.registry import unknown_choice
 
-
 # What a required key names, in its one-line error.
 _WHAT = {"run": "<run folder> (a folder under runs/ that hpml train wrote)", "images": "<image file or folder>"}
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 import importlib
 import sys
 
+from hpml_bench.cli.version import package_version
+from hpml_bench.config.search_path import pinned_config_dir
 from hpml_bench.errors import HpmlError, report_error
 from hpml_bench.registry import unknown_choice
+from hpml_bench.runfolder.writes import is_write_failure, write_error
 
 USAGE = """\
 usage: hpml <command> [overrides...]
@@ -46,14 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     if argv[0] in ("--version", "-V"):
-        from hpml_bench.cli.version import package_version
-
         print(f"hpml {package_version()}")
         return 0
     if argv[0] in _SHORT_HELP and ("--help" in argv[1:] or "-h" in argv[1:]):
         print(_SHORT_HELP[argv[0]])
         return 0
-    from hpml_bench.config.search_path import pinned_config_dir
 
     try:
         # `--config-dir DIR` anywhere on the line: the user's config folder, pinned for every
@@ -69,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     except HpmlError as exc:
         return report_error(exc)
     except Exception as exc:  # a full disk, a read-only or forbidden folder: one line, exit 4
-        from hpml_bench.runfolder.writes import is_write_failure, write_error
 
         if not is_write_failure(exc):
             raise

@@ -12,7 +12,6 @@ from hpml_bench.slurm.render import render
 from hpml_bench.slurm.submit import submit
 from hpml_bench.train.config import compose_train, to_train_config
 
-
 HELP = """\
 hpml slurm <hpml train overrides> [slurm=<preset>] [slurm.key=value ...] [slurm.submit=true]
 renders an sbatch script for the train command (printed as the last line); submit=true runs sbatch.

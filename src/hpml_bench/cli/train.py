@@ -27,7 +27,9 @@ _HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help
 def train_command(args: list[str]) -> int:
     """The `hpml train` command; returns the exit code."""
     if "--help" in args or "-h" in args:
-        from hpml_bench.cli.train_help import train_help  # composes every group: only for --help
+        from hpml_bench.cli.train_help import (
+            train_help,  # composes every group: only for --help
+        )
 
         print(train_help([a for a in args if a not in ("--help", "-h")]))
         return 0
@@ -48,7 +50,10 @@ def train_command(args: list[str]) -> int:
         nproc = getattr(cfg.strategy, "nproc_per_node", 1)
         STRATEGIES.get(cfg.strategy.name).preflight(cfg, world_size_to_be(nproc))
         if nproc > 1:
-            from hpml_bench.strategies.launch import launch_workers, launched_by_hpml_or_torchrun
+            from hpml_bench.strategies.launch import (
+                launch_workers,
+                launched_by_hpml_or_torchrun,
+            )
 
             if not launched_by_hpml_or_torchrun():  # every worker must write the same run folder
                 return launch_workers(nproc, [*args, f"run_dir={folder}"])

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from hpml_bench.config.groups import CHOICE_GROUPS, CONF_DIR, choices
-from hpml_bench.train.config import TrainConfig, compose_train
-from hpml_bench.config.search_path import search_dirs
 from hpml_bench.config.fielddoc import describe
+from hpml_bench.config.groups import CHOICE_GROUPS, CONF_DIR, choices
+from hpml_bench.config.search_path import search_dirs
+from hpml_bench.train.config import TrainConfig, compose_train
 
 _INTRO = (CONF_DIR / "train.yaml").read_text().split("template: |-\n", 1)[1].split("== Config groups ==")[0]
 

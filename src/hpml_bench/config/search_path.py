@@ -25,7 +25,7 @@ PRIMARY_FILES = ("train.yaml", "bench_run.yaml")
 def hpml_conf_dir() -> Path:
     """hpml's own config groups: the package hpml_bench.conf in a wheel, the repository's
     top-level conf/ in a checkout (PYTHONPATH=src or an editable install)."""
-    checkout = Path(__file__).resolve().parents[2] / "conf"
+    checkout = Path(__file__).resolve().parents[3] / "conf"
     if (checkout / "train.yaml").is_file():  # this source tree's own, even when another checkout is installed
         return checkout
     spec = importlib.util.find_spec("hpml_bench.conf")

@@ -26,10 +26,16 @@ from torchvision.transforms import v2
 
 from hpml_bench.data.base import DATASETS, SOURCES, normalize
 from hpml_bench.data.batch_transforms import BatchAugment
-from hpml_bench.data.collate import Batch
-from hpml_bench.data.files import CorruptImage, FileDatasetConfig, FileImages, augment_transform, finish
-from hpml_bench.errors import HpmlError
 from hpml_bench.data.cache_check import check_files, file_records
+from hpml_bench.data.collate import Batch
+from hpml_bench.data.files import (
+    CorruptImage,
+    FileDatasetConfig,
+    FileImages,
+    augment_transform,
+    finish,
+)
+from hpml_bench.errors import HpmlError
 
 VERSION = 1
 # Settings that do not change what the cache holds.

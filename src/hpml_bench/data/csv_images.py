@@ -10,9 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-
 from hpml_bench.data.base import DATASETS
-from hpml_bench.data.files import FileDatasetConfig, FileImages, Sample, check_labels, require_root, seeded_split
+from hpml_bench.data.files import (
+    FileDatasetConfig,
+    FileImages,
+    Sample,
+    check_labels,
+    require_root,
+    seeded_split,
+)
 from hpml_bench.errors import HpmlError
 
 

@@ -9,7 +9,14 @@ from typing import Optional
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from hpml_bench.data.base import DATASETS
-from hpml_bench.data.files import FileDatasetConfig, FileImages, Sample, check_labels, require_root, seeded_split
+from hpml_bench.data.files import (
+    FileDatasetConfig,
+    FileImages,
+    Sample,
+    check_labels,
+    require_root,
+    seeded_split,
+)
 from hpml_bench.errors import HpmlError
 
 

@@ -4,11 +4,17 @@ both sides (the seed split by slice and leaked)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 from hpml_bench.data.base import DATASETS
-from hpml_bench.data.files import FileDatasetConfig, FileImages, Sample, require_root, seeded_split
+from hpml_bench.data.files import (
+    FileDatasetConfig,
+    FileImages,
+    Sample,
+    require_root,
+    seeded_split,
+)
 from hpml_bench.errors import HpmlError
 
 SOURCE = "Kaggle: kaggle datasets download mateuszbuda/lgg-mri-segmentation"

@@ -22,7 +22,14 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from hpml_bench.data.base import DATASETS
-from hpml_bench.data.files import CorruptImage, FileDatasetConfig, FileImages, Sample, require_root, seeded_split
+from hpml_bench.data.files import (
+    CorruptImage,
+    FileDatasetConfig,
+    FileImages,
+    Sample,
+    require_root,
+    seeded_split,
+)
 from hpml_bench.errors import HpmlError
 
 SOURCE = "your own data (datasets/README.md, seg_folder, shows the layout)"

@@ -16,11 +16,13 @@ from typing import Optional
 import torch
 
 from hpml_bench.deploy.formats import per_sample
-from hpml_bench.train.trained_run import TrainedRun
 from hpml_bench.deploy.validate import RunData, int8_accuracy, parity
-from hpml_bench.runfolder.checksums import file_sha256 as sha256  # the one implementation (predict and native_hct check it)
 from hpml_bench.errors import HpmlError
+from hpml_bench.runfolder.checksums import (
+    file_sha256 as sha256,  # the one implementation (predict and native_hct check it)
+)
 from hpml_bench.runfolder.writes import atomic_write_json, is_write_failure, write_error
+from hpml_bench.train.trained_run import TrainedRun
 
 ARTIFACT = "model"
 META = "meta.json"

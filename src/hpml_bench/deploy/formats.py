@@ -7,7 +7,6 @@ dynamic everywhere (torch.export specialises batch 1, so examples have batch >= 
 from __future__ import annotations
 
 import io
-
 from pathlib import Path
 
 import torch

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 from hpml_bench.deploy.export import META
-from hpml_bench.deploy.preprocess import load_input
 from hpml_bench.deploy.formats import FORMATS, per_sample
+from hpml_bench.deploy.preprocess import load_input
 from hpml_bench.errors import HpmlError
 from hpml_bench.runfolder import RunFolder
 from hpml_bench.runfolder.checksums import file_sha256

@@ -14,12 +14,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from hpml_bench.data.files import read_image
+from hpml_bench.errors import HpmlError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def read_uint8(path: Path, channels: int) -> torch.Tensor:
     """uint8 [C, H, W] in channels-last memory (the layout OpenCV's buffer has in C++)."""
-    from hpml_bench.data.files import read_image
 
     return read_image(path, channels)  # PIL decode; HWC buffer permuted, so already channels-last
 
@@ -30,8 +32,6 @@ def center_crop(image: torch.Tensor, crop: int | None) -> torch.Tensor:
         return image
     h, w = image.shape[-2:]
     if crop > h or crop > w:
-        from hpml_bench.errors import HpmlError
-
         raise HpmlError(f"image {w}x{h} is smaller than the run's center_crop={crop}")
     top, left = int(round((h - crop) / 2.0)), int(round((w - crop) / 2.0))
     return image[..., top:top + crop, left:left + crop]
@@ -57,7 +57,6 @@ def load_input(path: Path, spec: dict) -> torch.Tensor:
 
 def list_images(where: Path) -> list[Path]:
     """The image itself, or the folder's images sorted by name (the order native_hct uses)."""
-    from hpml_bench.errors import HpmlError
 
     if where.is_file():
         return [where]

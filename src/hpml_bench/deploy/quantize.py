@@ -20,7 +20,10 @@ def quantize_int8(model: nn.Module, example: torch.Tensor, batches: Iterable[tor
     try:
         with quiet():  # torchao's import warns about torch internals (pytree enum registration)
             import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
-            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+            from torchao.quantization.pt2e.quantize_pt2e import (
+                convert_pt2e,
+                prepare_pt2e,
+            )
     except ImportError as exc:
         raise HpmlError("format=int8 needs torchao: pip install -e '.[export]'") from exc
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())

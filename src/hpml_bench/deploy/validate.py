@@ -6,8 +6,10 @@ from typing import Iterator, Optional
 
 import torch
 
-from hpml_bench.train.trained_run import TrainedRun
+from hpml_bench.data import build_datasets, eval_loader
 from hpml_bench.errors import HpmlError
+from hpml_bench.tasks import build_task
+from hpml_bench.train.trained_run import TrainedRun
 
 
 class RunData:
@@ -21,8 +23,6 @@ class RunData:
 
     def datasets(self):
         if self._datasets is None:
-            from hpml_bench.data import build_datasets
-
             try:
                 self._datasets = build_datasets(self.trained.dataset_cfg, self.trained.task)
             except HpmlError as exc:
@@ -30,8 +30,6 @@ class RunData:
         return self._datasets
 
     def loader(self, train: bool):
-        from hpml_bench.data import eval_loader
-
         # The run's own collate and batch transform: a cached run's loader hands out uint8 batches.
         return eval_loader(self.trained.dataset_cfg, self.datasets()[0 if train else 1])
 
@@ -73,7 +71,6 @@ def parity(trained: TrainedRun, runner, data: RunData, tolerance: float, fmt: st
 
 def score(trained: TrainedRun, run, data: RunData) -> tuple[str, float, int]:
     """(metric name, value, samples) of `run` on the validation set: accuracy, or mIoU."""
-    from hpml_bench.tasks import build_task
 
     task = build_task(trained.task, trained.model_cfg.num_classes)
     metrics, name, samples = task.metrics(), task.monitor.removeprefix("val_"), 0

@@ -118,7 +118,10 @@ def explain(cam, model, shown: torch.Tensor, batch: torch.Tensor, category: int 
             names: list[str]) -> CamResult:
     """The CAM of one image for `category` (default: the predicted class)."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, SemanticSegmentationTarget
+    from pytorch_grad_cam.utils.model_targets import (
+        ClassifierOutputTarget,
+        SemanticSegmentationTarget,
+    )
 
     batch = batch.to(next(model.parameters()).device)
     with torch.no_grad():

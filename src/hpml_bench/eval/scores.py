@@ -10,8 +10,13 @@ import warnings
 
 import torch
 from torchmetrics import MetricCollection
-from torchmetrics.classification import (MulticlassConfusionMatrix, MulticlassF1Score, MulticlassJaccardIndex,
-                                         MulticlassPrecision, MulticlassRecall)
+from torchmetrics.classification import (
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassJaccardIndex,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
 from torchmetrics.segmentation import DiceScore
 
 from hpml_bench.registry import Registry

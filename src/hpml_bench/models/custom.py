@@ -18,9 +18,12 @@ from typing import Any, Callable, Optional
 from torch import nn
 
 from hpml_bench.errors import HpmlError
-from hpml_bench.runfolder.checksums import file_sha256  # one sha256 for checkpoints, artifacts and model code
 from hpml_bench.models.base import MODELS
 from hpml_bench.models.source import SourceConfig, build_declared
+from hpml_bench.registry import did_you_mean
+from hpml_bench.runfolder.checksums import (
+    file_sha256,  # one sha256 for checkpoints, artifacts and model code
+)
 
 
 @dataclass
@@ -100,8 +103,6 @@ def load_target(target: str, path: Optional[str]) -> Callable[..., Any]:
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            from hpml_bench.registry import did_you_mean
-
             names = [n for n in dir(module) if not n.startswith("_")]
             raise HpmlError(f"model.target={target}: {module.__file__} has no {attr}{did_you_mean(attr, names)}")
         obj = getattr(obj, part)

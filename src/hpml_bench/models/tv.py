@@ -10,7 +10,7 @@ from torch import nn
 
 from hpml_bench.errors import HpmlError
 from hpml_bench.models.base import MODELS
-from hpml_bench.models.pretrained import pretrained_state_dict
+from hpml_bench.models.pretrained import named_weights, pretrained_state_dict
 from hpml_bench.models.source import SourceConfig, build_declared
 from hpml_bench.registry import did_you_mean
 
@@ -31,7 +31,6 @@ class TorchvisionConfig(SourceConfig):
     def inspected(self, dataset) -> "TorchvisionConfig":
         if self.weights and not self.weights_file() and self.arch in archs():  # a weights name: refused before the run
             import torchvision.models as tvm
-            from hpml_bench.models.pretrained import named_weights
 
             named_weights(tvm.get_model_weights(self.arch), self.weights)
         return super().inspected(dataset)

@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 from hpml_bench.errors import HpmlError
 from hpml_bench.runfolder.writes import atomic_write_text, writing
 
+
 class HashingWriter:
     """A binary file that hashes what is written to it (torch.save writes through it)."""
 

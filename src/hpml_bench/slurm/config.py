@@ -12,7 +12,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hpml_bench.config.search_path import HPML_CONF, find_config, group_choices
 from hpml_bench.errors import HpmlError
+from hpml_bench.faults.preemption import signal_number
 from hpml_bench.registry import unknown_choice
+from hpml_bench.strategies import STRATEGIES
 
 PRESETS = HPML_CONF / "slurm"  # hpml's own; a user's conf/slurm/<name>.yaml is found first
 CONTAINERS = ("none", "greene")
@@ -106,7 +108,6 @@ def check_job(s: SlurmConfig, cfg) -> None:
         raise HpmlError("strategy=single runs on one node; use strategy=ddp for slurm.nodes>1")
     if getattr(cfg.strategy, "nproc_per_node", 1) > 1:
         raise HpmlError("under SLURM, srun starts one task per GPU: drop strategy.nproc_per_node, set slurm.gpus_per_node")
-    from hpml_bench.faults.preemption import signal_number
 
     signal_number(s.signal)
     _preflight_as_on_node(cfg, s.nodes * tasks, s.gpus_per_node)
@@ -115,7 +116,6 @@ def check_job(s: SlurmConfig, cfg) -> None:
 def _preflight_as_on_node(cfg, world_size: int, gpus: int) -> None:
     """The strategy's own checks, as a compute node with `gpus` GPUs will see them (the
     login node rendering the script usually has none)."""
-    from hpml_bench.strategies import STRATEGIES
 
     with mock.patch.object(torch.cuda, "is_available", return_value=gpus > 0), \
             mock.patch.object(torch.cuda, "device_count", return_value=gpus):

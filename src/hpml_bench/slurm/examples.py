@@ -7,9 +7,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hpml_bench.train.config import compose_train, to_train_config
 from hpml_bench.slurm.config import check_job, compose_slurm
 from hpml_bench.slurm.render import render
+from hpml_bench.train.config import compose_train, to_train_config
 
 # name -> (train overrides, slurm overrides); the Greene form of each is greene_<name>
 EXAMPLES = {

@@ -1,7 +1,7 @@
 """Strategies: each file registers one in STRATEGIES."""
 from hpml_bench.strategies import ddp, dp, fsdp, pipe, single  # noqa: F401  (registers)
-from hpml_bench.strategies.dist_env import read_dist_env
 from hpml_bench.strategies.base import STRATEGIES, Strategy, StrategyConfig
+from hpml_bench.strategies.dist_env import read_dist_env
 from hpml_bench.strategies.step import StepOutput, StepSettings
 
 

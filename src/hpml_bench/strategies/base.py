@@ -16,8 +16,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 
+from hpml_bench.data.device_loader import DeviceLoader
 from hpml_bench.errors import HpmlError
 from hpml_bench.registry import Registry
+from hpml_bench.runfolder.checksums import atomic_torch_save, load_checkpoint_file
+from hpml_bench.runfolder.lock import writing_checkpoint
+from hpml_bench.strategies.sampler import ResumableSampler
 from hpml_bench.strategies.step import StepLoop, StepSettings, compile_mode
 
 STRATEGIES: Registry = Registry("strategy")
@@ -108,7 +112,6 @@ class Strategy(StepLoop):
     def sampler(self, dataset: Dataset, shuffle: bool, seed: int) -> DistributedSampler:
         """This rank's shard, reshuffled each epoch by set_epoch (also at world size 1,
         so a resumed run sees the same order as an uninterrupted one)."""
-        from hpml_bench.strategies.sampler import ResumableSampler
 
         replicas, index = self.data_parallel
         return ResumableSampler(dataset, num_replicas=replicas, rank=index, shuffle=shuffle, seed=seed)
@@ -117,7 +120,6 @@ class Strategy(StepLoop):
         """The loader as the trainer iterates it: batches on this strategy's device, with the
         data set's `batch_transform` (uint8 -> float, augmentation) run there, prefetched on a GPU
         (and on CPU for a data set read in process, the cache)."""
-        from hpml_bench.data.device_loader import DeviceLoader
 
         return DeviceLoader(loader, self.device, getattr(loader.dataset, "batch_transform", None))
 
@@ -227,15 +229,11 @@ class Strategy(StepLoop):
         """Written by the main rank to a temp file, then renamed: never a half file; `keep`-1
         older ones are kept as <name>.1.pt, ... (trainer.keep_checkpoints)."""
         if self.is_main:
-            from hpml_bench.runfolder.checksums import atomic_torch_save
-            from hpml_bench.runfolder.lock import writing_checkpoint
-
             with writing_checkpoint(path.parent):  # export / cam / predict do not read meanwhile
                 atomic_torch_save(state, path, keep)
         self.barrier()
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
         """Checked against its sha256 side file; a damaged last.pt falls back to an older one."""
-        from hpml_bench.runfolder.checksums import load_checkpoint_file
 
         return load_checkpoint_file(path)

@@ -19,7 +19,6 @@ from hpml_bench.errors import HpmlError
 from hpml_bench.strategies.base import STRATEGIES
 from hpml_bench.strategies.distributed import DistributedConfig, DistributedStrategy
 
-
 # DDP's keyword for syncing buffers before each forward (newer torch renamed broadcast_buffers).
 _BUFFER_SYNC = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                 else "broadcast_buffers")

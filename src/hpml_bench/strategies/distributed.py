@@ -11,8 +11,8 @@ import torch.distributed as dist
 
 from hpml_bench.errors import HpmlError
 from hpml_bench.strategies.base import Strategy, StrategyConfig
-from hpml_bench.strategies.step import StepSettings
 from hpml_bench.strategies.dist_env import read_dist_env
+from hpml_bench.strategies.step import StepSettings
 
 _OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
 

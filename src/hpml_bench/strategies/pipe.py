@@ -13,13 +13,18 @@ from typing import Any, Optional
 
 import torch
 from torch import nn
-from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B
+from torch.distributed.pipelining import (
+    PipelineStage,
+    Schedule1F1B,
+    ScheduleGPipe,
+    ScheduleInterleaved1F1B,
+)
 
 from hpml_bench.errors import HpmlError
-from hpml_bench.models import split_points
+from hpml_bench.models import build_model_from_config, split_points
 from hpml_bench.strategies.base import STRATEGIES
-from hpml_bench.strategies.step import StepOutput
 from hpml_bench.strategies.distributed import DistributedConfig, DistributedStrategy
+from hpml_bench.strategies.step import StepOutput
 
 _SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B, "interleaved_1f1b": ScheduleInterleaved1F1B}
 
@@ -83,7 +88,6 @@ class PipeStrategy(DistributedStrategy):
         if cfg.dataset.batch_size % cfg.strategy.n_microbatches:
             raise HpmlError(f"dataset.batch_size={cfg.dataset.batch_size} does not split into strategy.n_microbatches="
                             f"{cfg.strategy.n_microbatches}; pick a batch size divisible by it")
-        from hpml_bench.models import build_model_from_config
 
         with torch.device("meta"):  # the model's shape only, to count its split points
             blocks = split_points(build_model_from_config(cfg.model))

@@ -21,18 +21,17 @@ from torch import nn
 
 from hpml_bench.callbacks.loggers import LoggerConfig
 from hpml_bench.callbacks.profiler import ProfilerConfig, check_memory_snapshot
-from hpml_bench.data import DATASETS, DatasetConfig
 from hpml_bench.config.groups import CONF_DIR, check_group_choices, config_error_line
+from hpml_bench.data import DATASETS, DatasetConfig
 from hpml_bench.errors import HpmlError
-from hpml_bench.models.input_size import resolve_image_size
-from hpml_bench.train.finetune import check_transfer
 from hpml_bench.models import MODELS, ModelConfig, build_model_from_config
-from hpml_bench.train.optim import OptimizerConfig, SchedulerConfig
+from hpml_bench.models.input_size import resolve_image_size
 from hpml_bench.registry import unknown_choice
 from hpml_bench.strategies import STRATEGIES
 from hpml_bench.tasks import TASKS
+from hpml_bench.train.finetune import check_transfer
+from hpml_bench.train.optim import OptimizerConfig, SchedulerConfig
 from hpml_bench.train.trainer import TrainerConfig
-
 
 
 @dataclass
@@ -79,6 +78,7 @@ def register_schemas() -> None:
     # by scanning the hydra_plugins namespace, and that scan misses an editable install's import
     # hook (setuptools' finder): registering it here (idempotent) makes the rule hold everywhere.
     from hydra.core.plugins import Plugins
+
     from hydra_plugins.hpml_config_dir import HpmlConfigDirSearchPath
 
     Plugins.instance().register(HpmlConfigDirSearchPath)

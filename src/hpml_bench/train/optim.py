@@ -9,6 +9,7 @@ from torch import nn
 
 from hpml_bench.errors import HpmlError
 from hpml_bench.registry import Registry
+from hpml_bench.train.finetune import param_groups
 
 OPTIMIZERS: Registry = Registry("optimizer")
 SCHEDULERS: Registry = Registry("scheduler")
@@ -59,7 +60,6 @@ def build_optimizer(cfg: OptimizerConfig, model: nn.Module, world_size: int = 1,
                     include_frozen: bool = False) -> torch.optim.Optimizer:
     """The optimizer over the model's trainable parameters (all of them with include_frozen,
     for a backbone unfrozen later: frozen ones get no gradient, so no step, until then)."""
-    from hpml_bench.train.finetune import param_groups
 
     params = [p for p in model.parameters() if p.requires_grad or include_frozen]
     if not any(p.requires_grad for p in params):

@@ -1,8 +1,8 @@
 """The body of `hpml train`: build every part from the config, then fit."""
 from __future__ import annotations
 
-import math
 import datetime
+import math
 import os
 import random
 import socket

@@ -18,6 +18,14 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from hpml_bench.config.groups import config_error_line
+from hpml_bench.data.base import normalize
+from hpml_bench.data.files import (
+    CorruptImage,
+    FileDatasetConfig,
+    augment_transform,
+    fixed_transform,
+    read_image,
+)
 from hpml_bench.errors import HpmlError
 from hpml_bench.models import build_model_from_config
 from hpml_bench.runfolder import RunFolder
@@ -134,7 +142,6 @@ def preprocess_spec(dataset_cfg) -> dict:
     bilinear antialiased resize to size x size on the uint8 image (torch's kernel, which C++
     reaches through LibTorch) -> x / 255 -> (x - mean) / std.
     """
-    from hpml_bench.data.base import normalize
 
     norm = normalize(dataset_cfg.channels)
     return {
@@ -153,9 +160,6 @@ def image_preprocess(ds) -> Callable[[Path], tuple[torch.Tensor, torch.Tensor]]:
     run's validation images were prepared: on-disk data sets through their own fixed and
     evaluation transforms (centre crop, resize, normalise); generated ones resized to the
     run's image size and normalised like them."""
-    from hpml_bench.data.base import normalize
-    from hpml_bench.data.files import CorruptImage, FileDatasetConfig, augment_transform, fixed_transform, read_image
-
     if isinstance(ds, FileDatasetConfig):
         fixed, finish = fixed_transform(ds), augment_transform(ds, train=False)
     else:

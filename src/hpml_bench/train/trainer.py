@@ -12,15 +12,14 @@ from torch.utils.data import DataLoader
 
 from hpml_bench.callbacks.base import Callback
 from hpml_bench.errors import HpmlError
-from hpml_bench.faults.nonfinite import FiniteWatch
-from hpml_bench.train.flops import Throughput
 from hpml_bench.faults.lost_worker import watch_workers
-from hpml_bench.runfolder import RANK_COLUMNS
+from hpml_bench.faults.nonfinite import FiniteWatch
 from hpml_bench.faults.preemption import NoStop
+from hpml_bench.runfolder import RANK_COLUMNS
 from hpml_bench.strategies import Strategy
 from hpml_bench.strategies.step import compile_mode
 from hpml_bench.tasks import Task
-
+from hpml_bench.train.flops import Throughput
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY
 
-from hpml_bench import docs_reference
+from hpml_bench.cli import docs_reference
 from hpml_bench.config.fielddoc import describe, own_comments
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,6 +38,10 @@ def test_profiler_ranges_cost_nothing_when_off(hpml, tmp_path):
     strategy = Strategy(StrategyConfig(), StepSettings())
     assert strategy.range is no_range
     assert strategy.range("forward") is strategy.range("backward")  # one shared null context, no allocation
+    import torch
+
+    traced = Strategy(StrategyConfig(), StepSettings(named_ranges=True))  # profiler=torch
+    assert traced.range is torch.profiler.record_function
 
 
 @pytest.mark.dist

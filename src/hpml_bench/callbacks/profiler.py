@@ -4,7 +4,8 @@ Traces go to <run>/traces/ through tensorboard_trace_handler (gzipped Chrome-tra
 `tensorboard --logdir <run>` with torch-tb-profiler, Perfetto or chrome://tracing open it);
 each rank also writes its top operators as a text table. The step's named ranges (data
 wait, forward, backward, optimizer step, the strategy's communication) come from
-record_function, which this callback hands to the strategy: the loop itself has no `if`.
+record_function, which the strategy uses when the run records a trace (StepSettings.named_ranges):
+the loop itself has no `if`.
 """
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ from hpml_bench.callbacks.base import Callback
 from hpml_bench.errors import HpmlError
 from hpml_bench.runfolder import RunFolder
 from hpml_bench.runfolder.writes import atomic_write_text
-from hpml_bench.strategies.base import no_range
 
 # The loop's wait for the next batch. torch-tb-profiler files a range under "DataLoader" in
 # its step breakdown only by this name pattern (`enumerate(DataLoader)#<...>.__next__`, what
@@ -96,7 +96,6 @@ class TorchProfiler(Callback):
         )
         if cfg.memory_snapshot:
             torch.cuda.memory._record_memory_history(max_entries=cfg.memory_snapshot_max_entries)
-        trainer.strategy.range = record_function
         self.prof.start()
 
     def on_fetch_start(self, trainer) -> None:
@@ -112,7 +111,6 @@ class TorchProfiler(Callback):
 
     def on_fit_end(self, trainer) -> None:
         self.prof.stop()
-        trainer.strategy.range = no_range
         if self.cfg.memory_snapshot:
             torch.cuda.memory._dump_snapshot(str(self.trace_dir / f"rank{self.rank}_memory_snapshot.pickle"))
             torch.cuda.memory._record_memory_history(enabled=None)

@@ -18,6 +18,7 @@ from hpml_bench.runfolder.provenance import recorded_file, use_run_config_dir
 from hpml_bench.runfolder.writes import is_write_failure, shown, write_error
 from hpml_bench.strategies import STRATEGIES, world_size_to_be
 from hpml_bench.strategies.dist_env import read_dist_env
+from hpml_bench.strategies.launch import launch_workers, launched_by_hpml_or_torchrun
 from hpml_bench.train.config import compose_train, to_train_config
 
 _HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i",
@@ -27,9 +28,8 @@ _HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help
 def train_command(args: list[str]) -> int:
     """The `hpml train` command; returns the exit code."""
     if "--help" in args or "-h" in args:
-        from hpml_bench.cli.train_help import (
-            train_help,  # composes every group: only for --help
-        )
+        # here: it composes every group, which only --help needs
+        from hpml_bench.cli.train_help import train_help
 
         print(train_help([a for a in args if a not in ("--help", "-h")]))
         return 0
@@ -50,11 +50,6 @@ def train_command(args: list[str]) -> int:
         nproc = getattr(cfg.strategy, "nproc_per_node", 1)
         STRATEGIES.get(cfg.strategy.name).preflight(cfg, world_size_to_be(nproc))
         if nproc > 1:
-            from hpml_bench.strategies.launch import (
-                launch_workers,
-                launched_by_hpml_or_torchrun,
-            )
-
             if not launched_by_hpml_or_torchrun():  # every worker must write the same run folder
                 return launch_workers(nproc, [*args, f"run_dir={folder}"])
     return run_hydra(args)

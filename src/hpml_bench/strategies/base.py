@@ -58,9 +58,9 @@ class Strategy(StepLoop):
         self.scheduler = None
         self.loss_fn: Optional[Callable] = None
         self.logits_fn: Callable = lambda out: out
-        # Named ranges of a step (forward, backward, optimizer step, communication); the
-        # profiler callback swaps in torch.profiler.record_function, so the loop has no `if`.
-        self.range: Callable[[str], Any] = no_range
+        # Named ranges of a step (forward, backward, optimizer step, communication): the
+        # profiler's record_function when a trace is recorded, else a no-op, so the loop has no `if`.
+        self.range: Callable[[str], Any] = torch.profiler.record_function if step.named_ranges else no_range
 
     # -- life cycle -------------------------------------------------------------------
     @classmethod

@@ -49,6 +49,9 @@ class StepSettings:
     skip_nonfinite: bool = False
     # trainer.auto_microbatch: on out-of-memory, halve the micro-batch and accumulate.
     auto_microbatch: bool = False
+    # profiler=torch: name the step's parts (forward, backward, optimizer step, communication)
+    # with torch.profiler.record_function, so the trace shows them; otherwise a no-op.
+    named_ranges: bool = False
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hpml_bench.tasks.base import TASKS, Task
-from hpml_bench.tasks.dice import ForegroundDice
 from hpml_bench.tasks.light_torchmetrics import import_torchmetrics
 
 if TYPE_CHECKING:
@@ -26,11 +25,9 @@ class Segmentation(Task):
         # Imported here: torchmetrics costs ~1.6 s of start-up (scipy, matplotlib), see classification.py.
         import_torchmetrics()
         from torchmetrics import MetricCollection
-        from torchmetrics.classification import (
-            MulticlassAccuracy,
-            MulticlassJaccardIndex,
-        )
+        from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
+        from hpml_bench.tasks.dice import ForegroundDice  # a torchmetrics Metric: imported with it
 
         return MetricCollection({
             "miou": MulticlassJaccardIndex(self.num_classes, average="macro", validate_args=False),

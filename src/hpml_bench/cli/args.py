@@ -49,7 +49,7 @@ def parse_args(args: list[str], schema: type, command: str, required: tuple[str,
             raise HpmlError(f"hpml {command}: expected key=value arguments, got {arg!r} (e.g. run=runs/<id>)")
         key = key.removeprefix(f"{command}.")
         if key not in names:
-            raise unknown_choice(f"hpml {command} key", key, names)
+            raise unknown_choice(f"{command} argument", key, names)
         dotlist.append(f"{key}={arg.partition('=')[2]}")
     try:
         cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(dotlist)))

@@ -233,3 +233,74 @@ def test_pipeline_bubble_matches_the_gpipe_formula(hpml, tmp_path, monkeypatch, 
     assert ((share - 0.2).abs() <= 0.1).all(), list(share)
     assert abs(summary["bubble_fraction"] - 0.2) <= 0.1
     assert (last["comm_bytes"] == 1024 * 1024 * 4).all()  # a batch's activations (or gradients): 1024 x 1024 floats
+
+
+# -- bench / report / Holistic Trace Analysis ---------------------------------------------
+def test_report_shows_the_split_the_repeats_spread_and_a_stacked_bar(hpml, tmp_path, monkeypatch):
+    for name in ("a", "b", "c"):  # three repeats of one config
+        run_named(hpml, monkeypatch, name, *MLP)
+    result = hpml("report", "runs", "--out", "rep")
+    assert result.rc == 0, result.err
+    rows = pd.read_csv(tmp_path / "rep" / "report.csv")
+    assert rows["compute_s"].notna().all() and (rows["comm_exposed_s"] == 0).all()
+    report = (tmp_path / "rep" / "report.md").read_text()
+    header, _, first = report.split("\n| ", 1)[1].splitlines()[:3]
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in first.strip("| ").split("|")]))
+    assert cells["run_s_min"] == f"{rows['run_s'].min():.3f}" and cells["run_s_max"] == f"{rows['run_s'].max():.3f}"
+    assert cells["run_s"] == f"{rows['run_s'].median():.3f}" and cells["repeats"] == "3"
+    compute, exposed, bubble, overhead = (int(x) for x in cells["split"].split("/"))
+    assert exposed == bubble == 0 and abs(compute + overhead - 100) <= 2
+    assert (tmp_path / "rep" / "epoch_time.png").stat().st_size > 10_000
+
+
+def test_epoch_parts_stack_up_to_run_s():
+    from hpml_bench.bench.plots import epoch_parts
+
+    table = pd.DataFrame({"data_s": [1.0, 1.0], "train_s": [6.0, 6.0], "run_s": [8.0, 8.0], "compute_s": [4.0, None],
+                          "comm_exposed_s": [1.0, None], "bubble_s": [0.5, None]})
+    parts = epoch_parts(table)
+    assert list(parts.sum(axis=1)) == [8.0, 8.0]
+    assert parts.loc[1, "compute_s"] == 6.0  # no split measured: train_s is compute
+
+
+def test_report_hta_reads_a_cpu_trace_and_says_it_has_no_gpu_stream(hpml, tmp_path, monkeypatch):
+    run_named(hpml, monkeypatch, "prof", *MLP, "dataset.num_train=256", "profiler=torch", "profiler.skip_first=2",
+              "trainer.epochs=1", "trainer.warmup_epochs=0")
+    result = hpml("report", "--hta", "runs/prof", "--out", "hta")
+    assert result.rc == 0, result.err
+    assert "rank 0: the trace has no GPU stream (a CPU run)" in " ".join(result.out.split())
+    table = pd.read_csv(tmp_path / "hta" / "hta.csv")
+    split = pd.read_csv(tmp_path / "runs" / "prof" / "traces" / "rank0_split.csv")
+    assert len(split) == 3  # profiler.active steps, the ones the trace holds
+    assert list(split["step"]) == [4, 5, 6]  # skip_first 2, wait 1, warmup 1: steps 4-6 (from 0)
+    assert table.loc[0, "steps"] == 3 and table.loc[0, "step_s"] == pytest.approx(split["step_s"].sum())
+    assert "hta_compute_s" not in table  # nothing for HTA to break down on CPU
+
+
+def test_report_hta_without_traces_is_one_line(hpml, tmp_path, monkeypatch):
+    run_named(hpml, monkeypatch, "plain", *MLP, "trainer.epochs=1")
+    result = hpml("report", "--hta", "runs/plain")
+    assert result.rc == 2 and "profiler=torch" in result.err and len(result.err.strip().splitlines()) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (HTA reads GPU kernels)")
+def test_split_agrees_with_holistic_trace_analysis_on_the_profiled_steps(hpml, tmp_path, monkeypatch):
+    """On the steps the profiler recorded, hpml's communication (all, exposed) and compute agree
+    with HTA's kernels: within 25 % or 2 ms per step (CUDA events vs kernel spans)."""
+    gpus = min(torch.cuda.device_count(), 2)
+    run_named(hpml, monkeypatch, "gpu", "model=resnet18", "dataset=synthetic", "dataset.image_size=64",
+              "dataset.batch_size=64", f"dataset.num_train={64 * 24 * gpus}", "dataset.num_val=64", "device=cuda",
+              "trainer.epochs=1", "trainer.warmup_epochs=0", "trainer.progress=never", "trainer.checkpoint_every=0",
+              "strategy=ddp", f"strategy.nproc_per_node={gpus}", "profiler=torch", "profiler.skip_first=10",
+              "profiler.active=5")
+    result = hpml("report", "--hta", "runs/gpu", "--out", "hta")
+    assert result.rc == 0, result.err
+    table = pd.read_csv(tmp_path / "hta" / "hta.csv")
+    for _, row in table.iterrows():
+        slack = 0.25, 0.002 * row["steps"]
+        for ours, theirs in (("comm_s", "hta_comm_s"), ("comm_exposed_s", "hta_exposed_s")):
+            assert abs(row[ours] - row[theirs]) <= max(slack[0] * row[theirs], slack[1]), (ours, row.to_dict())
+        # hpml's compute is the step's device time less the exposed wait: HTA's compute kernels
+        # and the device's idle gaps inside the steps
+        assert row["hta_compute_s"] * 0.75 <= row["compute_s"] <= row["hta_compute_s"] + row["hta_idle_s"] + slack[1]

@@ -20,8 +20,8 @@ import torch
 
 # The parts of a step, in seconds summed over steps (comm_bytes / comm_bus_bytes: bytes; steps: count).
 PARTS = ("steps", "step_s", "comm_s", "comm_exposed_s", "bubble_s", "comm_bytes", "comm_bus_bytes")
-# Per-step records kept for the profiler's comparison with Holistic Trace Analysis.
-RECENT_STEPS = 64
+# Per-step records kept (index, parts) for the profiler's comparison with Holistic Trace Analysis.
+RECENT_STEPS = 1024
 
 
 def _env_float(name: str) -> float:
@@ -66,6 +66,7 @@ def union_length(intervals: list[tuple[float, float]]) -> float:
 class _Step:
     start: Any
     end: Any = None
+    index: int = 0  # the how-manyth training step of this process (from 0)
     # (kind, start mark, end mark): kind is comm (a collective, hidden or not), exposed (compute
     # waited on communication) or bubble (a pipeline stage idle for its neighbour)
     intervals: list[tuple[str, Any, Any]] = field(default_factory=list)
@@ -81,8 +82,9 @@ class SplitClock:
         self.cuda = device is not None and device.type == "cuda"
         self.enabled = enabled
         self.totals_so_far = dict.fromkeys(PARTS, 0.0)
-        self.recent: deque[dict[str, float]] = deque(maxlen=RECENT_STEPS)  # the last steps, resolved
+        self.recent: deque[tuple[int, dict[str, float]]] = deque(maxlen=RECENT_STEPS)  # the last steps, resolved
         self.current: Optional[_Step] = None
+        self.started = 0  # training steps begun
         self._pending: list[_Step] = []
         self._slow_s = slow_rank_delay_s(rank)
 
@@ -100,7 +102,8 @@ class SplitClock:
         if not self.enabled:
             yield
             return
-        self.current = _Step(self.mark())
+        self.current = _Step(self.mark(), index=self.started)
+        self.started += 1
         if self._slow_s:  # a simulated straggler: its compute takes longer
             time.sleep(self._slow_s)
         try:
@@ -142,7 +145,7 @@ class SplitClock:
             step = self._pending.pop(0)
             if self.cuda and block:
                 step.end.synchronize()
-            self._add(self.resolve_step(step))
+            self._add(step.index, self.resolve_step(step))
 
     def resolve_step(self, step: _Step) -> dict[str, float]:
         """One step's parts in seconds: comm_s is the union of communication and exposed
@@ -156,10 +159,10 @@ class SplitClock:
                 "comm_exposed_s": exposed, "bubble_s": sum(b - a for a, b in spans["bubble"]),
                 "comm_bytes": step.comm_bytes, "comm_bus_bytes": step.bus_bytes}
 
-    def _add(self, parts: dict[str, float]) -> None:
+    def _add(self, index: int, parts: dict[str, float]) -> None:
         for key, value in parts.items():
             self.totals_so_far[key] += value
-        self.recent.append(parts)
+        self.recent.append((index, parts))
 
 
 def split_record(before: dict[str, float], after: dict[str, float], train_s: float) -> dict[str, Optional[float]]:

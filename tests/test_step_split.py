@@ -2,6 +2,7 @@
 rank, for every strategy; an injected slow all-reduce, a pipeline's bubble against
 (p - 1)/(m + p - 1), and a straggler."""
 import json
+import time
 
 import pandas as pd
 import pytest
@@ -70,6 +71,45 @@ def test_clock_splits_a_step_into_its_intervals():
     assert record["overhead_s"] == pytest.approx(1.0)
     assert sum(record[p] for p in PARTS) == pytest.approx(13.0)
     assert record["comm_bytes"] == 1000 and record["comm_gbps"] == pytest.approx(1500 * 8 / 1e9 / 2.5)
+
+
+class _FakeEvent:
+    """torch.cuda.Event's timing API on the host clock: the clock's GPU path, run on CPU."""
+
+    def __init__(self, enable_timing=False):
+        self.t, self.done = None, False
+
+    def record(self, stream=None):
+        self.t = time.perf_counter()
+
+    def query(self):
+        return self.done
+
+    def synchronize(self):
+        self.done = True
+
+    def elapsed_time(self, other):
+        assert self.done and other.done, "read before the event completed"
+        return (other.t - self.t) * 1000
+
+
+def test_the_cuda_event_path_gives_what_the_host_path_gives(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "Event", _FakeEvent)
+    clocks = {"host": SplitClock(), "events": SplitClock(torch.device("cuda"))}
+    for clock in clocks.values():
+        with clock.step():
+            a = clock.mark()
+            time.sleep(0.01)
+            clock.add("comm", a, clock.mark())
+            b = clock.mark()
+            time.sleep(0.01)
+            clock.add("exposed", b, clock.mark())
+        # the host's step is read at once; the events' waits until they completed (no synchronize in the step)
+        assert len(clock._pending) == (1 if clock is clocks["events"] else 0)
+    totals = {name: clock.totals() for name, clock in clocks.items()}  # synchronizes, then reads
+    for key in ("step_s", "comm_s", "comm_exposed_s"):
+        assert totals["events"][key] == pytest.approx(totals["host"][key], abs=0.004), key
+    assert totals["events"]["comm_s"] == pytest.approx(0.02, abs=0.01) and not clocks["events"]._pending
 
 
 def _record(compute):

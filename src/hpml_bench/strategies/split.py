@@ -137,15 +137,21 @@ class SplitClock:
     def _seconds(self, a: Any, b: Any) -> float:
         return (b - a) if not self.cuda else a.elapsed_time(b) / 1000
 
-    def _ready(self, step: _Step) -> bool:
-        return not self.cuda or step.end.query()
+    @staticmethod
+    def _events(step: _Step) -> list:
+        # a collective's end may be marked on another stream (NCCL's, FSDP's): every mark must
+        # have completed before elapsed_time may read it
+        return [step.start, step.end, *(m for _, a, b in step.intervals for m in (a, b))]
 
     def _resolve(self, block: bool) -> None:
-        while self._pending and (block or self._ready(self._pending[0])):
-            step = self._pending.pop(0)
-            if self.cuda and block:
-                step.end.synchronize()
-            self._add(step.index, self.resolve_step(step))
+        while self._pending:
+            step = self._pending[0]
+            if self.cuda:
+                if not block and not all(e.query() for e in self._events(step)):
+                    return
+                for event in self._events(step):
+                    event.synchronize()
+            self._add(step.index, self.resolve_step(self._pending.pop(0)))
 
     def resolve_step(self, step: _Step) -> dict[str, float]:
         """One step's parts in seconds: comm_s is the union of communication and exposed

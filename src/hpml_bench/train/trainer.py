@@ -65,7 +65,7 @@ class TrainerConfig:
     # On GPU out-of-memory: halve the micro-batch and accumulate (same global batch), printed once.
     auto_microbatch: bool = False
     # Split train_s into compute, communication (all / exposed), pipeline bubble and overhead,
-    # per epoch and rank (cost: see docs/strategies.md; false: leave the columns out).
+    # per epoch and rank (docs/runs.md; about 50 us per step; false: leave the columns out).
     step_split: bool = True
     # A rank (or host) whose compute_s exceeds the median of the others by this fraction is named
     # a straggler (one line, ranks.csv `straggler`); ignored below 2 % of the epoch's train_s.

@@ -7,7 +7,7 @@
 #   ROWS="r50_synth r50_ddp1" bash benchmarks/gpu.sh   # only some rows
 #
 # Knobs: PYTHON (default python), OUT (default ./gpu-results), STEPS (steps per epoch, default 60),
-# ROWS (default: all). Rows: r50_synth r50_ddp1 r50_cache r50_jpeg_gpu r18_32 r18_32_ro loop.
+# ROWS (default: all). Rows: r50_synth r50_ddp1 r50_cache r50_jpeg_gpu r18_32 r18_32_ro loop split_hta.
 set -uo pipefail
 DRY=0
 [[ "${1:-}" == "--dry-run" ]] && DRY=1
@@ -15,7 +15,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python}
 OUT=${OUT:-$PWD/gpu-results}
 STEPS=${STEPS:-60}
-ROWS=${ROWS:-"r50_synth r50_ddp1 r50_cache r50_jpeg_gpu r18_32 r18_32_ro loop"}
+ROWS=${ROWS:-"r50_synth r50_ddp1 r50_cache r50_jpeg_gpu r18_32 r18_32_ro loop split_hta"}
 DATA=${DATA:-$OUT/jpegs}
 export PYTHONPATH=$ROOT/src${PYTHONPATH:+:$PYTHONPATH}
 export WANDB_MODE=disabled HPML_RUN_ID=
@@ -65,5 +65,20 @@ if wanted loop; then
   echo "+ python benchmarks/loop_overhead.py $LOOP"
   [[ $DRY == 0 ]] && $PY "$ROOT/benchmarks/loop_overhead.py" $LOOP >"$OUT/loop_overhead.txt" 2>"$OUT/logs/loop.log"
 fi
+
+# --- the step split against Holistic Trace Analysis (branch split) -------------------------------
+# ResNet-18 under DDP on every visible GPU (at most 2), 5 profiled steps: hpml's compute /
+# communication / exposed split of those steps beside HTA's kernels ($OUT/hta/hta.csv); the same
+# check as tests/test_step_split.py::test_split_agrees_with_holistic_trace_analysis_on_the_profiled_steps.
+NGPU=$($PY -c "import torch; print(min(max(torch.cuda.device_count(), 1), 2))" 2>/dev/null || echo 1)
+train split_hta model=resnet18 dataset=synthetic dataset.image_size=64 dataset.batch_size=64 \
+  dataset.num_train=$((64 * 24 * NGPU)) dataset.num_val=64 device=cuda trainer.epochs=1 trainer.warmup_epochs=0 \
+  trainer.progress=never trainer.checkpoint_every=0 strategy=ddp strategy.nproc_per_node=$NGPU profiler=torch \
+  profiler.skip_first=10 profiler.active=5
+if wanted split_hta; then
+  echo "+ hpml report --hta $OUT/runs/split_hta --out $OUT/hta"
+  [[ $DRY == 0 ]] && $PY -m hpml_bench report --hta "$OUT/runs/split_hta" --out "$OUT/hta" >"$OUT/logs/hta.log" 2>&1
+fi
+# --- end of the step split block ------------------------------------------------------------------
 
 $PY "$ROOT/benchmarks/gpu_rows.py" table "$OUT"

@@ -30,7 +30,7 @@ def test_dry_run_prints_every_row_and_an_unmeasured_table(tmp_path):
     assert proc.returncode == 0, proc.stderr
     trains = [line[len("+ hpml train "):] for line in proc.stdout.splitlines() if line.startswith("+ hpml train ")]
     assert [shlex.split(t)[-1].rsplit("/", 1)[-1] for t in trains] == [
-        "r50_synth", "r50_ddp1", "r50_cache", "r50_jpeg_gpu", "r18_32", "r18_32_ro"]
+        "r50_synth", "r50_ddp1", "r50_cache", "r50_jpeg_gpu", "r18_32", "r18_32_ro", "split_hta"]
     assert "+ python benchmarks/loop_overhead.py --device cuda --rounds 5" in proc.stdout
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing ran
     table = (tmp_path / "gpu_table.md").read_text()

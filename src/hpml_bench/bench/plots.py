@@ -1,5 +1,6 @@
 """The bench and report plots (matplotlib, PNG): throughput vs devices with ideal scaling,
-stacked epoch time per cell, speedup bars, MFU per cell (achieved TFLOP/s where no peak is known)."""
+stacked epoch time per cell (data / compute / exposed communication / bubble / overhead, with the
+repeats' spread), speedup bars, MFU per cell (achieved TFLOP/s where no peak is known)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,20 +57,40 @@ def _throughput(table: pd.DataFrame, keys: list[str], path: Path, title: str) ->
     _save(fig, path)
 
 
+# Where a step's time went, left to right: the stacked bar's parts (label, colour).
+EPOCH_PARTS = (("data_s", "data wait", "#e4572e"), ("compute_s", "compute", "#29335c"),
+               ("comm_exposed_s", "exposed communication", "#f3a712"), ("bubble_s", "pipeline bubble", "#a8c686"),
+               ("overhead_s", "overhead (the rest of run_s)", "#8d99ae"))
+
+
+def epoch_parts(table: pd.DataFrame) -> pd.DataFrame:
+    """Per cell, run_s as data + compute + exposed communication + bubble + overhead (the loop's
+    own, and whatever else run_s holds); without a measured split, train_s counts as compute."""
+    col = lambda key: pd.to_numeric(table[key], errors="coerce") if key in table else pd.Series(float("nan"), table.index)  # noqa: E731
+    parts = pd.DataFrame({"data_s": col("data_s"), "compute_s": col("compute_s").fillna(col("train_s")),
+                          "comm_exposed_s": col("comm_exposed_s").fillna(0), "bubble_s": col("bubble_s").fillna(0)})
+    parts["overhead_s"] = (col("run_s") - parts.sum(axis=1)).clip(lower=0)
+    return parts
+
+
 def _epoch_time(table: pd.DataFrame, labels: list[str], path: Path, title: str) -> None:
-    data = table["data_s"]
-    compute = table["train_s"]
-    other = (table["run_s"] - data - compute).clip(lower=0)
+    parts = epoch_parts(table)
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(table) + 1.8))
-    y = range(len(table))
-    ax.barh(y, data, label="data wait (data_s)", color="#e4572e")
-    ax.barh(y, compute, left=data, label="compute (train_s)", color="#29335c")
-    ax.barh(y, other, left=data + compute, label="other (run_s - data_s - train_s)", color="#a8c686")
-    ax.set_yticks(list(y), labels, fontsize=8)
+    y = list(range(len(table)))
+    left = pd.Series(0.0, index=table.index)
+    for key, label, color in EPOCH_PARTS:
+        ax.barh(y, parts[key], left=left, label=label, color=color)
+        left = left + parts[key]
+    if "run_s_min" in table:  # the repeats' spread: min to max of run_s, the median at the bar's end
+        median = pd.to_numeric(table["run_s"], errors="coerce")
+        low, high = (median - table["run_s_min"]).clip(lower=0), (table["run_s_max"] - median).clip(lower=0)
+        ax.errorbar(median, y, xerr=[low, high], fmt="none", ecolor="k", capsize=3, linewidth=1,
+                    label="run_s over repeats (min-max)")
+    ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("epoch time (s, median of measured epochs)")
     ax.set_title(f"{title}: where the epoch time went")
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=7, loc="best")
     _save(fig, path)
 
 

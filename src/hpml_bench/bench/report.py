@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import pandas as pd
 from omegaconf import OmegaConf
+from rich.table import Table
 
 from hpml_bench.bench.plots import PLOT_LINKS, write_plots
 from hpml_bench.bench.results import (
@@ -53,6 +54,38 @@ def run_config(run: Path) -> dict[str, Any]:
 def differing_keys(configs: list[dict[str, Any]]) -> list[str]:
     keys = list(dict.fromkeys(k for c in configs for k in c))
     return [k for k in keys if k not in IGNORED and len({str(c.get(k, "")) for c in configs}) > 1]
+
+
+def write_hta(paths: list[Path], out: Optional[Path] = None) -> Path:
+    """`hpml report --hta`: per run with profiler traces, per rank, hpml's split of the profiled
+    steps beside Holistic Trace Analysis's view of them (bench/hta.py); prints it, writes hta.csv."""
+    from hpml_bench.bench.hta import HTA_COLUMNS, HPML_COLUMNS, hta_view  # pandas + HTA: only for --hta
+
+    runs = [r for r in find_runs(paths) if RunFolder(r).traces.is_dir()]
+    if not runs:
+        raise HpmlError(f"no run under {', '.join(map(str, paths))} has profiler traces; train with profiler=torch")
+    views = [hta_view(run) for run in runs]
+    table = pd.concat([v[0] for v in views], ignore_index=True)
+    out = out or (paths[0] / "report" if len(paths) == 1 and not RunFolder(paths[0]).finished else Path("report"))
+    atomic_write_text(out / "hta.csv", table.to_csv(index=False))
+    console = make_console()
+    shown = Table(title="hpml's step split vs Holistic Trace Analysis, the profiled steps (seconds)")
+    columns = ["run", "rank", *[c for c in (*HPML_COLUMNS, *HTA_COLUMNS) if c in table]]
+    for column in columns:
+        shown.add_column(column, justify="right")
+    for _, row in table.iterrows():
+        shown.add_row(*[_cell(row.get(c)) for c in columns])
+    console.print(shown)
+    for line in (line for view in views for line in view[1]):
+        console.print(line)
+    console.print(f"hta: {out / 'hta.csv'}")
+    return out / "hta.csv"
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "–"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def write_report(paths: list[Path], baseline_run: Optional[Path] = None, out: Optional[Path] = None) -> Path:

@@ -15,13 +15,16 @@ TIMES = ("data_s", "train_s", "run_s", "val_s", "samples_per_s", "mem_peak_gib")
 # Achieved TFLOP/s and MFU (summary medians; absent in older runs or without a FLOP count / peak).
 RATES = ("tflops", "mfu")
 MONITORS = ("val_acc", "val_miou")  # the final score a row reports: the first present
+# The step split (summary medians; absent where trainer.step_split was off, and in older runs).
+SPLIT = ("compute_s", "comm_s", "comm_exposed_s", "bubble_s", "overhead_s", "comm_bytes", "comm_gbps")
 
 
 def run_row(run_dir: Path) -> dict[str, Any]:
     """One run's numbers: medians of its measured epochs, its final score, world size."""
     summary = RunFolder(run_dir).read_summary()
     row: dict[str, Any] = {key: summary[f"median_{key}"] for key in TIMES}
-    row.update({key: summary.get(f"median_{key}") for key in RATES})
+    row.update({key: summary.get(f"median_{key}") for key in (*RATES, *SPLIT)})
+    row.update({key: summary.get(key) for key in ("bubble_fraction", "bubble_expected", "comm_bytes_expected")})
     row.update({"flops_per_sample": summary.get("flops_per_sample"), "peak_tflops": summary.get("peak_tflops")})
     final = summary.get("final", {})
     metric = next((m for m in MONITORS if m in final), None)
@@ -53,7 +56,10 @@ def cell_medians(rows: pd.DataFrame, keys: list[str], baseline: Optional[dict[st
         values = values if isinstance(values, tuple) else (values,)
         cell = dict(zip(keys, values))
         cell.update({key: pd.to_numeric(group[key], errors="coerce").median() if key in group else float("nan")
-                     for key in (*TIMES, *RATES, "peak_tflops", "metric_value")})
+                     for key in (*TIMES, *RATES, *SPLIT, "bubble_fraction", "bubble_expected", "peak_tflops",
+                                 "metric_value")})
+        run_s = pd.to_numeric(group["run_s"], errors="coerce")  # the spread of the repeats, not only their median
+        cell.update({"run_s_min": run_s.min(), "run_s_max": run_s.max()})
         cell.update({"devices": int(group["devices"].iloc[0]), "repeats": len(group), "metric": group["metric"].iloc[0]})
         cells.append(cell)
     table = pd.DataFrame(cells)
@@ -61,6 +67,7 @@ def cell_medians(rows: pd.DataFrame, keys: list[str], baseline: Optional[dict[st
     table["speedup"] = table["samples_per_s"] / base["samples_per_s"] if base["samples_per_s"] else float("nan")
     table["efficiency"] = table["speedup"] / (table["devices"] / base["devices"])
     table["data_share"] = table["data_s"] / table["run_s"]
+    table["split"] = [split_text(row) for _, row in table.iterrows()]
     table["baseline"] = [all(str(row[k]) == str(base[k]) for k in keys) for _, row in table.iterrows()]
     return table
 
@@ -71,6 +78,14 @@ def _baseline_row(table: pd.DataFrame, keys: list[str], baseline: Optional[dict[
         if len(match):
             return match.iloc[0]
     return table.iloc[0]
+
+
+def split_text(row: pd.Series) -> str:
+    """'71/22/0/7': compute / exposed communication / bubble / overhead in % of train_s."""
+    parts = [row.get(key, float("nan")) for key in ("compute_s", "comm_exposed_s", "bubble_s", "overhead_s")]
+    if any(pd.isna(p) for p in parts) or not row["train_s"] > 0:
+        return "–"
+    return "/".join(f"{100 * p / row['train_s']:.0f}" for p in parts)
 
 
 def _fmt(value: Any, column: str) -> str:
@@ -87,8 +102,8 @@ def _fmt(value: Any, column: str) -> str:
     return str(value)
 
 
-DISPLAY = ("devices", "data_s", "train_s", "run_s", "val_s", "samples_per_s", "tflops", "mfu", "mem_peak_gib", "speedup",
-           "efficiency", "data_share", "metric_value", "repeats")
+DISPLAY = ("devices", "data_s", "train_s", "split", "run_s", "run_s_min", "run_s_max", "val_s", "samples_per_s", "tflops",
+           "mfu", "mem_peak_gib", "speedup", "efficiency", "data_share", "metric_value", "repeats")
 
 
 def display_columns(keys: list[str]) -> list[str]:
@@ -114,5 +129,7 @@ def rich_table(table: pd.DataFrame, columns: list[str], title: str) -> Table:
     for _, row in table.iterrows():
         out.add_row(*[_fmt(row[c], c) + (" *" if i == 0 and row.get("baseline") else "") for i, c in enumerate(columns)])
     out.caption = ("* baseline: speedup = its samples/s ratio; efficiency = speedup / relative devices; data_share = "
-                   "data_s / run_s; tflops = achieved TFLOP/s; mfu = tflops / (peak x devices), – without a known peak")
+                   "data_s / run_s; tflops = achieved TFLOP/s; mfu = tflops / (peak x devices), – without a known peak; "
+                   "split = train_s as compute / exposed communication / bubble / overhead (%); run_s_min / _max: the "
+                   "repeats' spread")
     return out

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from torch.profiler import (
+    ProfilerAction,
     ProfilerActivity,
     profile,
     record_function,
@@ -81,6 +82,7 @@ class TorchProfiler(Callback):
         self.cfg, self.rank, self.device = cfg, rank, device
         self.trace_dir = folder.traces
         self._data_wait = contextlib.nullcontext()
+        self.recorded: list[int] = []  # the strategy's step indices the trace holds
 
     def on_fit_start(self, trainer) -> None:
         cfg = self.cfg
@@ -107,6 +109,8 @@ class TorchProfiler(Callback):
         self._data_wait = contextlib.nullcontext()
 
     def on_step_end(self, trainer, out) -> None:
+        if self.prof.current_action in (ProfilerAction.RECORD, ProfilerAction.RECORD_AND_SAVE):
+            self.recorded.append(trainer.strategy.split.started - 1)
         self.prof.step()
 
     def on_fit_end(self, trainer) -> None:
@@ -116,6 +120,21 @@ class TorchProfiler(Callback):
             torch.cuda.memory._record_memory_history(enabled=None)
         atomic_write_text(self.trace_dir / f"rank{self.rank}_top_ops.txt", self.top_operators())
         finish_traces(sorted(self.trace_dir.glob(f"rank{self.rank}.*.pt.trace.json.gz")))
+        if trainer.strategy.split.enabled:
+            atomic_write_text(self.trace_dir / f"rank{self.rank}_split.csv", self.split_of_recorded(trainer.strategy.split))
+
+    def split_of_recorded(self, clock) -> str:
+        """hpml's step split of the steps the trace holds, one CSV row each (`hpml report --hta`
+        sets it beside Holistic Trace Analysis's view of the same steps)."""
+        clock.totals()  # resolves the steps whose device events were still pending
+        wanted = set(self.recorded)
+        lines = ["step,step_s,compute_s,comm_s,comm_exposed_s,bubble_s,comm_bytes"]
+        for index, p in clock.recent:
+            if index in wanted:
+                compute = max(p["step_s"] - p["comm_exposed_s"] - p["bubble_s"], 0.0)
+                lines.append(f"{index},{p['step_s']},{compute},{p['comm_s']},{p['comm_exposed_s']},{p['bubble_s']},"
+                             f"{p['comm_bytes']}")
+        return "\n".join(lines) + "\n"
 
     def top_operators(self) -> str:
         """key_averages sorted by self device time (CPU time when no device was traced)."""

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import statistics
+import sys
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from hpml_bench.callbacks.base import Callback
+from hpml_bench.callbacks.split_view import SPLIT_HEADER, split_caption, split_cell
+from hpml_bench.callbacks.stragglers import find_stragglers
 from hpml_bench.console import make_console
-from hpml_bench.runfolder import RANK_COLUMNS, RunFolder
+from hpml_bench.runfolder import RANK_COLUMNS, SPLIT_COLUMNS, RunFolder
 
 if TYPE_CHECKING:  # pandas is imported where a table is written: `import hpml_bench.train.run` stays light
     import pandas as pd
@@ -27,22 +30,34 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
     for key in TIME_KEYS:
         summary[f"mean_{key}"] = statistics.fmean(r[key] for r in measured)
         summary[f"median_{key}"] = statistics.median(r[key] for r in measured)
-    for key in RATE_KEYS:
+    for key in (*RATE_KEYS, *[k for k in SPLIT_COLUMNS if k in history[-1]]):
         values = [r[key] for r in measured if r.get(key) is not None]
         summary[f"mean_{key}"] = statistics.fmean(values) if values else None
         summary[f"median_{key}"] = statistics.median(values) if values else None
+    if "bubble_s" in history[-1]:  # the share of the strategy's step a stage idled (the slowest rank's)
+        summary["bubble_fraction"] = statistics.median(bubble_share(r) for r in measured)
     last = history[-1]
     summary["final"] = {k: v for k, v in last.items() if k.startswith(("train_", "val_")) and k != "train_s" and k != "val_s"}
     return summary
 
 
-def rank_table(history: list[dict[str, Any]], hosts: list[str] | None = None) -> pd.DataFrame:
-    """One row per (epoch, rank): where each rank's time went, to spot stragglers; the rank's host."""
+def bubble_share(record: dict[str, Any]) -> float:
+    """bubble_s over the strategy's step time (train_s without the loop's overhead): the share
+    a pipeline's analytic (p - 1) / (m + p - 1) predicts."""
+    step_s = record["train_s"] - record.get("overhead_s", 0.0)
+    return record["bubble_s"] / step_s if step_s > 0 else 0.0
+
+
+def rank_table(history: list[dict[str, Any]], hosts: list[str] | None = None, threshold: float = 0.25) -> pd.DataFrame:
+    """One row per (epoch, rank): where each rank's time went and whether it straggled
+    (stragglers.py); the rank's host."""
     import pandas as pd  # here: `import hpml_bench.train.run` stays light (pandas costs ~0.5 s)
 
-    rows = [{"epoch": r["epoch"], "rank": rank, **dict(zip(RANK_COLUMNS, values)),
-             **({"host": hosts[rank]} if hosts and rank < len(hosts) else {})}
-            for r in history for rank, values in enumerate(r["ranks"])]
+    rows = []
+    for r in history:
+        slow = find_stragglers(r, hosts, threshold)
+        rows += [{"epoch": r["epoch"], "rank": rank, **dict(zip(RANK_COLUMNS, values)), "straggler": rank in slow,
+                  **({"host": hosts[rank]} if hosts and rank < len(hosts) else {})} for rank, values in enumerate(r["ranks"])]
     return pd.DataFrame(rows)
 
 
@@ -52,6 +67,7 @@ class EpochReport(Callback):
     def __init__(self, folder: RunFolder, info: dict[str, Any], console: Console | None = None):
         self.folder, self.info = folder, info
         self.console = console or make_console()
+        self.named: set[int] = set()  # stragglers already named (one line each per run)
 
     def on_epoch_end(self, trainer, record: dict) -> None:
         metric = trainer.task.monitor
@@ -64,8 +80,15 @@ class EpochReport(Callback):
         import pandas as pd
 
         table = pd.DataFrame(trainer.history)
+        threshold = trainer.cfg.straggler_threshold
         self.folder.write_text(self.folder.epochs, table.drop(columns="ranks").to_csv(index=False))
-        self.folder.write_text(self.folder.ranks, rank_table(trainer.history, self.info.get("hosts")).to_csv(index=False))
+        self.folder.write_text(self.folder.ranks, rank_table(trainer.history, self.info.get("hosts"), threshold).to_csv(index=False))
+        found = find_stragglers(record, self.info.get("hosts"), threshold)
+        for line in dict.fromkeys(found.values()):  # a host's ranks share one line
+            ranks = {rank for rank, text in found.items() if text == line}
+            if not ranks <= self.named:
+                print(f"hpml: {line}", file=sys.stderr, flush=True)
+            self.named |= ranks
 
     def on_fit_end(self, trainer) -> None:
         summary = {**self.info, **summarize(trainer.history)}
@@ -78,15 +101,18 @@ def epoch_table(history: list[dict[str, Any]], metric: str, info: dict[str, Any]
     title = (f"{info['model']} on {info['dataset']} | strategy {info['strategy']} x{info['world_size']} | "
              f"batch {info['batch_per_rank']}/rank, {info['global_batch']} global | {info['device']}")
     table = Table(title=title)
-    for column in ("epoch", "data_s", "train_s", "run_s", "val_s", "samples/s", "TFLOP/s", "MFU", "mem GiB",
-                   "train_loss", metric):
+    split = "compute_s" in history[-1]
+    for column in ("epoch", "data_s", "train_s", *([SPLIT_HEADER] if split else []), "run_s", "val_s", "samples/s",
+                   "TFLOP/s", "MFU", "mem GiB", "train_loss", metric):
         table.add_column(column, justify="right")
     for r in history:
         table.add_row(f"{r['epoch']}{'*' if r['warmup'] else ''}", f"{r['data_s']:.2f}", f"{r['train_s']:.2f}",
+                      *([split_cell(r)] if split else []),
                       f"{r['run_s']:.2f}", f"{r['val_s']:.2f}", f"{r['samples_per_s']:.1f}", _tflops(r.get("tflops")),
                       _percent(r.get("mfu")), f"{r['mem_peak_gib']:.2f}", f"{r['train_loss']:.4f}",
                       f"{r.get(metric, float('nan')):.4f}")
-    table.caption = "* warm-up epoch: left out of summary means. " + flops_caption(info)
+    caption = split_caption(summarize(history), info) if split else None
+    table.caption = "* warm-up epoch: left out of summary means. " + flops_caption(info) + (f"\n{caption}" if caption else "")
     return table
 
 

@@ -1,4 +1,5 @@
-"""The epoch timer: data_s, train_s, run_s and val_s as DESIGN.md "Timing" defines them."""
+"""The epoch timer: data_s, train_s, run_s and val_s as DESIGN.md "Timing" defines them, and
+train_s split into compute, communication, bubble and overhead from what the strategy measured."""
 from __future__ import annotations
 
 import time
@@ -6,6 +7,7 @@ import time
 import torch
 
 from hpml_bench.callbacks.base import Callback
+from hpml_bench.strategies.split import split_record
 
 
 class EpochTimer(Callback):
@@ -22,6 +24,7 @@ class EpochTimer(Callback):
         self.events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
         self.data_s = self.train_s = 0.0
         self.sync()
+        self.split_before = trainer.strategy.split.totals()  # the strategy's clock, read (never reset)
         self.epoch_start = time.perf_counter()
 
     def on_fetch_start(self, trainer) -> None:
@@ -48,6 +51,8 @@ class EpochTimer(Callback):
             self.train_s = sum(start.elapsed_time(end) for start, end in self.events) / 1000
         record["data_s"] = self.data_s
         record["train_s"] = self.train_s
+        if trainer.strategy.split.enabled:
+            record.update(split_record(self.split_before, trainer.strategy.split.totals(), self.train_s))
 
     def on_validation_start(self, trainer) -> None:
         self.sync()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hpml_bench.bench.report import write_report
+from hpml_bench.bench.report import write_hta, write_report
 
 
 def report_command(args: list[str]) -> int:
@@ -17,9 +17,15 @@ def report_command(args: list[str]) -> int:
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--baseline", type=Path, help="the run folder speedups are measured against (default: the first)")
     parser.add_argument("--out", type=Path, help="where report.md/.csv and plots go (default: <folder>/report or ./report)")
+    parser.add_argument("--hta", action="store_true",
+                        help="Holistic Trace Analysis's view of the runs' profiler=torch traces beside hpml's step "
+                             "split of the same steps (hta.csv)")
     try:
         opts = parser.parse_args(args)
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
+    if opts.hta:
+        write_hta(opts.paths, opts.out)
+        return 0
     write_report(opts.paths, opts.baseline, opts.out)
     return 0

@@ -22,7 +22,10 @@ from hpml_bench.runfolder import checksums, lock, writes
 
 # Per-rank numbers of each epoch, the columns of ranks.csv; the epoch record holds their max
 # over ranks (their sum for samples).
-RANK_COLUMNS = ("data_s", "train_s", "run_s", "samples", "mem_peak_gib")
+# The step split (strategies/split.py), present when trainer.step_split is on: the epoch record
+# holds the slowest rank's (most train_s), so that its parts add up to its train_s.
+SPLIT_COLUMNS = ("compute_s", "comm_s", "comm_exposed_s", "bubble_s", "overhead_s", "comm_bytes", "comm_gbps")
+RANK_COLUMNS = ("data_s", "train_s", "run_s", "samples", "mem_peak_gib", *SPLIT_COLUMNS)
 CHECKPOINTS = ("best", "last")  # the checkpoints a finished run offers to export / eval / cam / predict
 
 

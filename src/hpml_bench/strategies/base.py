@@ -22,6 +22,7 @@ from hpml_bench.registry import Registry
 from hpml_bench.runfolder.checksums import atomic_torch_save, load_checkpoint_file
 from hpml_bench.runfolder.lock import writing_checkpoint
 from hpml_bench.strategies.sampler import ResumableSampler
+from hpml_bench.strategies.split import SplitClock
 from hpml_bench.strategies.step import StepLoop, StepSettings, compile_mode
 
 STRATEGIES: Registry = Registry("strategy")
@@ -61,6 +62,8 @@ class Strategy(StepLoop):
         # Named ranges of a step (forward, backward, optimizer step, communication): the
         # profiler's record_function when a trace is recorded, else a no-op, so the loop has no `if`.
         self.range: Callable[[str], Any] = torch.profiler.record_function if step.named_ranges else no_range
+        # Where each training step's time went; on the run's device once setup() chose it.
+        self.split = SplitClock(enabled=step.split)
 
     # -- life cycle -------------------------------------------------------------------
     @classmethod
@@ -75,6 +78,7 @@ class Strategy(StepLoop):
         """Choose the device (and, for distributed strategies, join the process group)."""
         self.device = self.resolve_device(self.step.device, self.local_rank)
         self._check_precision()
+        self.split = SplitClock(self.device, self.step.split, self.rank)
 
     def teardown(self) -> None:
         """Release what setup took."""
@@ -162,6 +166,11 @@ class Strategy(StepLoop):
     def device_count(self) -> int:
         """Devices the run computes on (MFU's denominator): one per process."""
         return self.world_size
+
+    def split_expectation(self) -> dict[str, Any]:
+        """The analytic side of the step split, where there is one (summary.json, the table's
+        caption): a pipeline's bubble share, the bytes a gradient all-reduce moves per step."""
+        return {}
 
     def unwrapped(self) -> nn.Module:
         """The user's model under any compile / DDP / DP wrappers."""

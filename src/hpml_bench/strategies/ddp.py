@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import gc
 import inspect
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -18,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from hpml_bench.errors import HpmlError
 from hpml_bench.strategies.base import STRATEGIES
 from hpml_bench.strategies.distributed import DistributedConfig, DistributedStrategy
+from hpml_bench.strategies.split import comm_delay_s
 
 # DDP's keyword for syncing buffers before each forward (newer torch renamed broadcast_buffers).
 _BUFFER_SYNC = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
@@ -55,11 +58,20 @@ def _ordered_allreduce(state, bucket):
 
 # comm_hook name -> (hook state, hook) for DistributedDataParallel.register_comm_hook
 _HOOKS = {
-    "none": lambda cfg: None,
+    "none": lambda cfg: None,  # DDP's built-in all-reduce (the Python one below when timed)
     "fp16": lambda cfg: (None, default_hooks.fp16_compress_hook),
     "bf16": lambda cfg: (None, default_hooks.bf16_compress_hook),
     "powersgd": _powersgd,
     "ordered": lambda cfg: (None, _ordered_allreduce),
+}
+# comm_hook -> (bytes sent per gradient byte, the collective's bus factor in world size n: the
+# bytes each rank's link carries per byte sent); None: not known (PowerSGD's low-rank factors)
+_WIRE = {
+    "none": (1.0, lambda n: 2 * (n - 1) / n),  # ring all-reduce
+    "fp16": (0.5, lambda n: 2 * (n - 1) / n),
+    "bf16": (0.5, lambda n: 2 * (n - 1) / n),
+    "powersgd": None,
+    "ordered": (1.0, lambda n: n - 1),  # all-gather: every other rank's bucket arrives
 }
 
 
@@ -111,9 +123,12 @@ class DDPStrategy(DistributedStrategy):
             **{_BUFFER_SYNC: self.world_size > 1},
         )
         hook = _HOOKS[cfg.comm_hook](cfg)
+        if hook is None and self.split.enabled:  # timing needs a Python hook: the same all-reduce
+            hook = (None, default_hooks.allreduce_hook)
         if hook is not None:
             state, fn = hook
-            ddp.register_comm_hook(state, self._ranged_hook(fn, f"allreduce_{cfg.comm_hook}"))
+            ranged = self._ranged_hook(fn, f"allreduce_{cfg.comm_hook}")
+            ddp.register_comm_hook(state, self._timed_hook(ranged) if self.split.enabled else ranged)
         return ddp
 
     def _ranged_hook(self, hook, name: str):
@@ -123,6 +138,35 @@ class DDPStrategy(DistributedStrategy):
             with self.range(name):
                 return hook(state, bucket)
         return ranged
+
+    def _timed_hook(self, hook):
+        """Each bucket's collective timed from the hook's call (its gradients are ready) to the
+        completion of its future, plus its bytes. The last bucket's call marks the end of the
+        backward's compute; backward_done() counts the wait after it as exposed."""
+        wire = _WIRE[self.cfg.comm_hook]
+        delay = comm_delay_s()
+
+        def timed(state, bucket):
+            clock = self.split
+            start = self._last_ready = clock.mark()
+            if wire is not None:
+                payload = bucket.buffer().numel() * bucket.buffer().element_size() * wire[0]
+                clock.add_bytes(payload, payload * wire[1](self.world_size))
+
+            def done(fut):
+                if delay:  # HPML_SIMULATE_COMM_DELAY_S: a slower link (tests)
+                    time.sleep(delay)
+                clock.add("comm", start, clock.mark())
+                return fut.value()
+            return hook(state, bucket).then(done)
+        return timed
+
+    def split_expectation(self) -> dict[str, Any]:
+        wire = _WIRE[self.cfg.comm_hook]
+        if wire is None:
+            return {}
+        grads = sum(p.numel() * p.element_size() for p in self.unwrapped().parameters() if p.requires_grad)
+        return {"comm_bytes_expected": grads * wire[0]}
 
     backward_range = "backward+allreduce"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -91,6 +91,18 @@ class DistributedStrategy(Strategy):
         if self._owns_group and dist.is_initialized():
             dist.destroy_process_group()
             self._owns_group = False
+
+    # When this step's last gradients became ready for their collective (DDP: the last bucket's
+    # hook; FSDP: the last reduce-scatter), set by the strategy's timed communication.
+    _last_ready: Optional[Any] = None
+
+    def backward_done(self) -> None:
+        # The backward returns once its gradient collectives are done (DDP waits for every
+        # bucket's future, FSDP for its reduce-scatters): from the last gradients' readiness on,
+        # the step only waited for communication, which compute did not hide.
+        if self._last_ready is not None:
+            self.split.add("exposed", self._last_ready, self.split.mark())
+            self._last_ready = None
 
     def reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         comm_device = self.device if self.backend == "nccl" else torch.device("cpu")

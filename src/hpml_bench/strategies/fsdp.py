@@ -15,6 +15,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp._fully_shard._fsdp_collectives import DefaultAllGather, DefaultReduceScatter
 
 from hpml_bench.errors import HpmlError
 from hpml_bench.models import split_points
@@ -37,6 +38,52 @@ class FSDPConfig(DistributedConfig):
                 raise HpmlError(f"strategy.{knob}={getattr(self, knob)}: use one of {', '.join(_DTYPES)}")
 
 
+class _TimedAllGather(DefaultAllGather):
+    """FSDP2's own all-gather (set_custom_all_gather), timed: on CPU gloo blocks the host (all
+    of it exposed); on a GPU it runs on FSDP's all-gather stream (the forward pre-hooks below
+    measure how long compute waited for it)."""
+
+    def __init__(self, strategy: "FSDPStrategy"):
+        self.strategy = strategy
+
+    def __call__(self, output_tensor, input_tensor, group, async_op: bool = False):
+        clock = self.strategy.split
+        start = clock.mark()
+        work = super().__call__(output_tensor, input_tensor, group, async_op)
+        shard = input_tensor.numel() * input_tensor.element_size()
+        clock.add_bytes(shard, shard * (group.size() - 1))  # every other rank's shard arrives
+        _finished(clock, start, work)
+        return work
+
+
+class _TimedReduceScatter(DefaultReduceScatter):
+    """FSDP2's own reduce-scatter, timed; its call marks when the gradients it reduces were
+    ready on the compute stream, so backward_done() counts the wait after the last one."""
+
+    def __init__(self, strategy: "FSDPStrategy"):
+        self.strategy = strategy
+
+    def __call__(self, output_tensor, input_tensor, group, op, async_op: bool = False):
+        strategy, clock = self.strategy, self.strategy.split
+        compute = torch.cuda.default_stream(strategy.device) if clock.cuda else None
+        strategy._last_ready = clock.mark(compute)
+        start = clock.mark()
+        work = super().__call__(output_tensor, input_tensor, group, op, async_op)
+        size, n = input_tensor.numel() * input_tensor.element_size(), group.size()
+        clock.add_bytes(size, size * (n - 1) / n)
+        _finished(clock, start, work)
+        return work
+
+
+def _finished(clock, start, work) -> None:
+    """The collective's interval: until its work's future completes (asynchronous), else until
+    the call returned (CPU: the host waited, exposed; GPU: an event after it on its stream)."""
+    if work is not None:
+        work.get_future().then(lambda _: clock.add("comm", start, clock.mark()))
+    else:
+        clock.add("comm" if clock.cuda else "exposed", start, clock.mark())
+
+
 @STRATEGIES.register("fsdp", config=FSDPConfig)
 class FSDPStrategy(DistributedStrategy):
     _full = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -57,7 +104,24 @@ class FSDPStrategy(DistributedStrategy):
             if id(block) in real and any(p.requires_grad for p in block.parameters()):
                 fully_shard(block, mp_policy=policy, reshard_after_forward=cfg.reshard_after_forward)
         fully_shard(model, mp_policy=policy, reshard_after_forward=cfg.reshard_after_forward)
+        if self.split.enabled:
+            self._time_collectives(model)
         return model
+
+    def _time_collectives(self, model: nn.Module) -> None:
+        """Every FSDP unit's all-gather and reduce-scatter timed; each unit's forward pre-hook
+        (FSDP's unshard: wait for the all-gather, copy out) bracketed as exposed communication."""
+        for unit in [m for m in model.modules() if hasattr(m, "set_custom_all_gather")]:
+            unit.set_custom_all_gather(_TimedAllGather(self))
+            unit.set_custom_reduce_scatter(_TimedReduceScatter(self))
+            unit.register_forward_pre_hook(self._wait_starts, prepend=True)  # before FSDP's own
+            unit.register_forward_pre_hook(self._wait_ends)
+
+    def _wait_starts(self, module, args) -> None:
+        self._unshard_start = self.split.mark()
+
+    def _wait_ends(self, module, args) -> None:
+        self.split.add("exposed", self._unshard_start, self.split.mark())
 
     def grad_sync(self, sync: bool):
         self.unwrapped().set_requires_gradient_sync(sync)

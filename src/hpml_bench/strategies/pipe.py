@@ -24,6 +24,7 @@ from hpml_bench.errors import HpmlError
 from hpml_bench.models import build_model_from_config, split_points
 from hpml_bench.strategies.base import STRATEGIES
 from hpml_bench.strategies.distributed import DistributedConfig, DistributedStrategy
+from hpml_bench.strategies.split import pipeline_bubble_fraction
 from hpml_bench.strategies.step import StepOutput
 
 _SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B, "interleaved_1f1b": ScheduleInterleaved1F1B}
@@ -67,6 +68,35 @@ class _Contiguous(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous()
+
+
+class _TimedStage(PipelineStage):
+    """A stage whose schedule's steps are timed (strategy.timed_compute): compute is a chunk's
+    forward or backward (and the loss); the gap before a chunk is bubble when the stage had
+    posted a receive (idle for its neighbour's activation or gradient, its transfer included),
+    else communication (posting sends, waiting for them)."""
+
+    def __init__(self, *args, strategy: "PipeStrategy", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.strategy = strategy
+
+    def get_fwd_recv_ops(self, fwd_chunk_id: int):
+        return self.strategy.posted(super().get_fwd_recv_ops(fwd_chunk_id), receive=True)
+
+    def get_bwd_recv_ops(self, bwd_chunk_id: int):
+        return self.strategy.posted(super().get_bwd_recv_ops(bwd_chunk_id), receive=True)
+
+    def get_fwd_send_ops(self, fwd_chunk_id: int):
+        return self.strategy.posted(super().get_fwd_send_ops(fwd_chunk_id), receive=False)
+
+    def get_bwd_send_ops(self, bwd_chunk_id: int):
+        return self.strategy.posted(super().get_bwd_send_ops(bwd_chunk_id), receive=False)
+
+    def forward_one_chunk(self, *args, **kwargs):
+        return self.strategy.timed_compute(super().forward_one_chunk, *args, **kwargs)
+
+    def backward_one_chunk(self, *args, **kwargs):
+        return self.strategy.timed_compute(super().backward_one_chunk, *args, **kwargs)
 
 
 @STRATEGIES.register("pipe", config=PipeConfig)
@@ -122,11 +152,42 @@ class PipeStrategy(DistributedStrategy):
     def schedule(self):
         """Built on first use, when the loss function is known."""
         if self._schedule is None:
-            stages = [PipelineStage(m, i, self.n_stages, self.device) for m, i in zip(self.stage_modules, self.stage_ids)]
+            timed = self.split.enabled
+            stage = (lambda *a: _TimedStage(*a, strategy=self)) if timed else PipelineStage
+            stages = [stage(m, i, self.n_stages, self.device) for m, i in zip(self.stage_modules, self.stage_ids)]
             cls = _SCHEDULES[self.cfg.schedule]
             first = stages if cls is ScheduleInterleaved1F1B else stages[0]
-            self._schedule = cls(first, n_microbatches=self.cfg.n_microbatches, loss_fn=self.loss_fn)
+            loss_fn = (lambda *a: self.timed_compute(self.loss_fn, *a)) if timed else self.loss_fn
+            self._schedule = cls(first, n_microbatches=self.cfg.n_microbatches, loss_fn=loss_fn)
         return self._schedule
+
+    # -- the step split (strategies/split.py) -------------------------------------------
+    _gap_start = None  # the end of the last compute in this step's schedule
+    _received = False  # a receive was posted since then
+
+    def posted(self, ops: list, receive: bool) -> list:
+        """A stage's send or receive ops, as the schedule is about to post them."""
+        if receive:
+            self._received = self._received or bool(ops)
+        else:
+            sent = sum(op.tensor.numel() * op.tensor.element_size() for op in ops)
+            self.split.add_bytes(sent, sent)
+        return ops
+
+    def timed_compute(self, fn, *args, **kwargs):
+        """Run fn as compute; the gap since the last compute is bubble or communication."""
+        clock = self.split
+        start = clock.mark()
+        if self._gap_start is not None:
+            clock.add("bubble" if self._received else "exposed", self._gap_start, start)
+        out = fn(*args, **kwargs)
+        self._gap_start, self._received = clock.mark(), False
+        return out
+
+    def split_expectation(self) -> dict[str, Any]:
+        return {"bubble_expected": pipeline_bubble_fraction(self.world_size, self.cfg.n_microbatches,
+                                                            self.cfg.stages_per_rank),
+                "schedule": self.cfg.schedule}
 
     def _run(self, batch, train: bool) -> StepOutput:
         inputs, targets = self.to_device(batch)
@@ -137,18 +198,24 @@ class PipeStrategy(DistributedStrategy):
         args = (inputs,) if first else ()
         kwargs: dict[str, Any] = {"target": targets, "losses": []} if last else {}
         # One range for the whole schedule: forward, backward and the stages' send/recv interleave in it.
+        schedule = self.schedule()  # built (a first call) before the schedule's time starts
+        self._gap_start, self._received = (self.split.mark() if train else None), False
         with self.range(f"pipeline_{self.cfg.schedule}" if train else "pipeline_eval"), self.autocast():
-            out = self.schedule().step(*args, **kwargs) if train else self.schedule().eval(*args, **kwargs)
+            out = schedule.step(*args, **kwargs) if train else schedule.eval(*args, **kwargs)
+        if self._gap_start is not None:  # after the last chunk: waiting for the last sends
+            self.split.add("exposed", self._gap_start, self.split.mark())
+            self._gap_start = None
         if not last:
             return StepOutput(torch.zeros((), device=self.device), torch.empty(0), torch.empty(0), 0)
         loss = torch.stack([l.detach().float() for l in kwargs["losses"]]).mean()
         return StepOutput(loss, self.logits_fn(out).detach(), targets, len(targets))
 
     def train_step(self, batch, step_optimizer: bool = True, loss_scale: float = 1.0) -> StepOutput:
-        out = self._run(batch, train=True)
-        if step_optimizer:
-            with self.range("optimizer_step"):
-                self.optimizer_step()
+        with self.split.step():
+            out = self._run(batch, train=True)
+            if step_optimizer:
+                with self.range("optimizer_step"):
+                    self.optimizer_step()
         return out
 
     @torch.no_grad()

@@ -52,6 +52,8 @@ class StepSettings:
     # profiler=torch: name the step's parts (forward, backward, optimizer step, communication)
     # with torch.profiler.record_function, so the trace shows them; otherwise a no-op.
     named_ranges: bool = False
+    # trainer.step_split: time each step's communication and bubble (strategies/split.py).
+    split: bool = True
 
 
 @dataclass
@@ -70,6 +72,10 @@ class StepLoop:
 
         loss_scale divides the loss for gradient accumulation over several calls.
         """
+        with self.split.step():
+            return self._train_step(batch, step_optimizer, loss_scale)
+
+    def _train_step(self, batch, step_optimizer: bool, loss_scale: float) -> StepOutput:
         inputs, targets = self.to_device(batch)
         while True:
             try:
@@ -108,6 +114,7 @@ class StepLoop:
                 with self.range(self.backward_range):
                     share = loss_scale if len(y) == n else loss_scale * len(y) / n
                     self.scaler.scale(loss * share).backward()
+                self.backward_done()
             self._fresh_grads = False
             losses.append(loss.detach() if len(y) == n else loss.detach() * (len(y) / n))
             logits.append(self.logits_fn(outputs).detach())
@@ -116,6 +123,10 @@ class StepLoop:
 
     # DDP names it "backward+allreduce": its gradient all-reduce overlaps the backward pass.
     backward_range = "backward"
+
+    def backward_done(self) -> None:
+        """After each backward: a strategy whose collectives overlap it marks there how long
+        the step waited for them once compute was done (DDP, FSDP)."""
 
     def grad_sync(self, sync: bool):
         """Context that skips gradient all-reduce on accumulation steps (DDP's no_sync)."""

@@ -43,7 +43,7 @@ def run_training(dcfg: DictConfig, run_dir: Path | RunFolder, overrides: list[st
     t = cfg.trainer
     strategy = build_strategy(cfg.strategy, StepSettings(cfg.device, t.precision, t.channels_last, t.compile, t.grad_clip_norm,
                                                           t.on_nonfinite == "skip", t.auto_microbatch,
-                                                          named_ranges=cfg.profiler.name == "torch"))
+                                                          named_ranges=cfg.profiler.name == "torch", split=t.step_split))
     type(strategy).preflight(cfg, strategy.world_size)
     stop = StopRequest(t.requeue_signal, t.stop_check_every)  # preemption, Ctrl-C (handlers from fit on)
     strategy.setup()
@@ -148,6 +148,7 @@ def _build_trainer(cfg: TrainConfig, dcfg: DictConfig, strategy: Strategy, folde
         make_scheduler=lambda opt: build_scheduler(cfg.scheduler, opt, steps_per_epoch, cfg.trainer.epochs),
         logits_fn=task.logits,
     )
+    info.update(strategy.split_expectation())  # a pipeline's bubble, the all-reduce's bytes: beside the measured
     config_dict = OmegaConf.to_container(_without_hydra(dcfg), resolve=True)
     callbacks = build_callbacks(cfg, strategy, task, folder, info, config_dict)
     return Trainer(cfg.trainer, strategy, task, train_loader, val_loader, callbacks, stop, throughput)

@@ -15,7 +15,7 @@ from hpml_bench.errors import HpmlError
 from hpml_bench.faults.lost_worker import watch_workers
 from hpml_bench.faults.nonfinite import FiniteWatch
 from hpml_bench.faults.preemption import NoStop
-from hpml_bench.runfolder import RANK_COLUMNS
+from hpml_bench.runfolder import RANK_COLUMNS, SPLIT_COLUMNS
 from hpml_bench.strategies import Strategy
 from hpml_bench.strategies.step import compile_mode
 from hpml_bench.tasks import Task
@@ -64,6 +64,12 @@ class TrainerConfig:
     keep_checkpoints: int = 1
     # On GPU out-of-memory: halve the micro-batch and accumulate (same global batch), printed once.
     auto_microbatch: bool = False
+    # Split train_s into compute, communication (all / exposed), pipeline bubble and overhead,
+    # per epoch and rank (docs/runs.md; about 50 us per step; false: leave the columns out).
+    step_split: bool = True
+    # A rank (or host) whose compute_s exceeds the median of the others by this fraction is named
+    # a straggler (one line, ranks.csv `straggler`); ignored below 2 % of the epoch's train_s.
+    straggler_threshold: float = 0.25
 
     def __post_init__(self):
         for knob in ("epochs", "grad_accum_steps"):
@@ -84,6 +90,8 @@ class TrainerConfig:
             raise HpmlError(f"trainer.on_write_error={self.on_write_error}: use stop or warn")
         if self.keep_checkpoints <= 0:
             raise HpmlError(f"trainer.keep_checkpoints={self.keep_checkpoints} must be 1 or more")
+        if self.straggler_threshold <= 0:
+            raise HpmlError(f"trainer.straggler_threshold={self.straggler_threshold} must be positive (0.25 = 25 % slower)")
         if self.max_nonfinite_steps <= 0:
             raise HpmlError(f"trainer.max_nonfinite_steps={self.max_nonfinite_steps} must be positive")
 
@@ -188,23 +196,27 @@ class Trainer:
         return watch_workers(batches, self.train_loader)
 
     def _reduce_over_ranks(self, record: dict[str, Any], samples: int) -> dict[str, Any]:
-        """Times and memory: the slowest rank's; samples: every rank's, summed."""
+        """Times and memory: the slowest rank's; samples: every rank's, summed; the step split:
+        the rank with the most train_s (its parts add up to the train_s reported)."""
         record["mem_peak_gib"] = self.strategy.memory_peak_gib()
         record["samples"] = samples
-        ranks = self._per_rank(record)
+        columns = [key for key in RANK_COLUMNS if key in record]  # the split's only when measured
+        ranks = self._per_rank(record, columns)
         record["ranks"] = ranks.tolist()
-        for i, key in enumerate(RANK_COLUMNS):
-            record[key] = ranks[:, i].sum().item() if key == "samples" else ranks[:, i].max().item()
+        slowest = int(ranks[:, columns.index("train_s")].argmax())
+        for i, key in enumerate(columns):
+            value = ranks[:, i].sum() if key == "samples" else ranks[slowest, i] if key in SPLIT_COLUMNS else ranks[:, i].max()
+            record[key] = None if value.isnan() else value.item()  # comm_gbps: None without communication
         record["samples"] = int(record["samples"])
         record["samples_per_s"] = record["samples"] / record["run_s"] if record["run_s"] > 0 else 0.0
         record.update(self.throughput.rates(record["samples"], record["run_s"]))
         return record
 
-    def _per_rank(self, record: dict[str, Any]) -> torch.Tensor:
-        """[world, len(RANK_COLUMNS)]: each rank's own numbers, on every rank."""
+    def _per_rank(self, record: dict[str, Any], columns: list[str]) -> torch.Tensor:
+        """[world, len(columns)]: each rank's own numbers, on every rank (None as NaN)."""
         world, rank = self.strategy.world_size, self.strategy.rank
-        rows = torch.zeros(world, len(RANK_COLUMNS), dtype=torch.float64)
-        rows[rank] = torch.tensor([float(record[key]) for key in RANK_COLUMNS], dtype=torch.float64)
+        rows = torch.zeros(world, len(columns), dtype=torch.float64)
+        rows[rank] = torch.tensor([float("nan") if record[k] is None else float(record[k]) for k in columns], dtype=torch.float64)
         return self.strategy.reduce(rows, "sum")
 
     def validate(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hpml_bench.callbacks.base import Callback
+from hpml_bench.callbacks.hardware import hardware_text
 from hpml_bench.console import make_console
 from hpml_bench.runfolder import RANK_COLUMNS, RunFolder
 
@@ -41,7 +42,8 @@ def rank_table(history: list[dict[str, Any]], hosts: list[str] | None = None) ->
     import pandas as pd  # here: `import hpml_bench.train.run` stays light (pandas costs ~0.5 s)
 
     rows = [{"epoch": r["epoch"], "rank": rank, **dict(zip(RANK_COLUMNS, values)),
-             **({"host": hosts[rank]} if hosts and rank < len(hosts) else {})}
+             **({"host": hosts[rank]} if hosts and rank < len(hosts) else {}),
+             **(r["gpu_ranks"][rank] if rank < len(r.get("gpu_ranks", [])) else {})}  # GPU runs: its GPUs' state
             for r in history for rank, values in enumerate(r["ranks"])]
     return pd.DataFrame(rows)
 
@@ -60,11 +62,12 @@ class EpochReport(Callback):
             f"epoch {record['epoch']}/{trainer.cfg.epochs}{tag}: data {record['data_s']:.2f}s  "
             f"train {record['train_s']:.2f}s  run {record['run_s']:.2f}s  val {record['val_s']:.2f}s  "
             f"{record['samples_per_s']:.1f} samples/s{rates_text(record)}  loss {record['train_loss']:.4f}  {metric} {record.get(metric, float('nan')):.4f}"
+            f"{hardware_text(record)}"
         )
         import pandas as pd
 
         table = pd.DataFrame(trainer.history)
-        self.folder.write_text(self.folder.epochs, table.drop(columns="ranks").to_csv(index=False))
+        self.folder.write_text(self.folder.epochs, table.drop(columns=["ranks", "gpu_ranks"], errors="ignore").to_csv(index=False))
         self.folder.write_text(self.folder.ranks, rank_table(trainer.history, self.info.get("hosts")).to_csv(index=False))
 
     def on_fit_end(self, trainer) -> None:

@@ -163,6 +163,11 @@ class Strategy(StepLoop):
         """Devices the run computes on (MFU's denominator): one per process."""
         return self.world_size
 
+    @property
+    def local_devices(self) -> list[torch.device]:
+        """The devices this process computes on (the hardware monitor samples them)."""
+        return [self.device]
+
     def unwrapped(self) -> nn.Module:
         """The user's model under any compile / DDP / DP wrappers."""
         model = self.model

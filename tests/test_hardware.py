@@ -12,6 +12,7 @@ import pandas as pd
 import pynvml
 import torch
 
+from hpml_bench.bench.results import cell_medians, display_columns, markdown_table, run_row
 from hpml_bench.callbacks import hardware
 from hpml_bench.callbacks.hardware import HardwareMonitor, combine, describe, over_samples, throttle_text
 from tests.conftest import TINY
@@ -148,6 +149,31 @@ def test_a_run_with_the_monitor_writes_hardware_to_summary_epochs_and_ranks(hpml
     assert "gpu_ranks" not in epochs and set(epochs["gpu_temp_c"]) == {61}
     assert list(ranks["gpu_sm_clock_mhz"]) == list(epochs["gpu_sm_clock_mhz"])
     assert "GPU 1" in result.out and " MHz 350 W 61 C" in result.out  # the epoch line
+    # a bench cell carries it: bench.csv's row, the cell's medians, the table's columns
+    row = run_row(tmp_path / "run")
+    assert (row["gpu"], row["driver"], row["gpu_power_w"]) == ("NVIDIA H100 80GB HBM3", "550.54.15", 350)
+    rows = pd.DataFrame([{"cell": "a", "model": "mlp", **row}, {"cell": "a", "model": "mlp", **row}])
+    table = cell_medians(rows, ["model"])
+    columns = display_columns(["model"], table)
+    assert {"gpu_sm_clock_mhz", "gpu_temp_c", "gpu", "driver", "gpu_throttle"} <= set(columns)
+    assert "comm_exposed_s" not in columns  # no split recorded: no empty column
+    assert "| NVIDIA H100 80GB HBM3 | 550.54.15 |" in markdown_table(table, columns)
+
+
+def test_a_bench_row_carries_the_split_where_the_run_recorded_it(hpml, tmp_path):
+    result = hpml("train", *TINY, "model=mlp", "trainer.checkpoint_every=0", "run_dir=run")
+    assert result.rc == 0, result.err
+    plain = run_row(tmp_path / "run")
+    assert not {"gpu", "comm_exposed_s", "gpu_sm_clock_mhz"} & set(plain)  # a CPU run without the split
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    summary.update({"median_compute_s": 0.5, "median_comm_s": 0.2, "median_comm_exposed_s": 0.1, "comm_bytes": 4096})
+    (tmp_path / "run/summary.json").write_text(json.dumps(summary))
+    row = run_row(tmp_path / "run")
+    assert (row["compute_s"], row["comm_exposed_s"], row["comm_bytes"]) == (0.5, 0.1, 4096)
+    table = cell_medians(pd.DataFrame([{"model": "mlp", **row}]), ["model"])
+    columns = display_columns(["model"], table)
+    assert ["compute_s", "comm_s", "comm_exposed_s", "comm_bytes"] == [c for c in columns if c.startswith("com")]
+    assert "| 0.500 | 0.200 | 0.100 | 4,096 |" in markdown_table(table, columns)
 
 
 def test_a_cpu_run_records_no_hardware_and_never_starts_nvml(hpml, tmp_path, monkeypatch):

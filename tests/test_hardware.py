@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import uuid
 from types import SimpleNamespace
 
 import pandas as pd
@@ -15,6 +16,7 @@ import torch
 from hpml_bench.bench.results import cell_medians, display_columns, markdown_table, run_row
 from hpml_bench.callbacks import hardware
 from hpml_bench.callbacks.hardware import HardwareMonitor, combine, describe, over_samples, throttle_text
+from hpml_bench.callbacks.nvml import handle_of
 from tests.conftest import TINY
 
 UUIDS = ("GPU-aaaa", "GPU-bbbb", "GPU-cccc")  # three GPUs on the fake host; the run uses the first two
@@ -111,6 +113,20 @@ def test_a_gpu_epoch_records_clocks_power_temperature_and_throttle_shares(monkey
     monitor.on_fit_end(trainer)
     assert info["median_gpu_sm_clock_mhz"] == 1400 and hw["throttle"].startswith("sw_power_cap")
     assert calls == ["init", "shutdown"] and not monitor.sampler._thread.is_alive()
+
+
+def test_a_torch_device_finds_its_nvml_handle_by_uuid_else_by_index(monkeypatch):
+    gpus = fake_nvml(monkeypatch)
+    known = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    gpus[f"GPU-{known}"] = FakeGpu(f"GPU-{known}")
+    monkeypatch.setattr(torch.cuda, "get_device_properties",  # torch's UUID as raw bytes
+                        lambda device: SimpleNamespace(uuid=SimpleNamespace(bytes=list(known.bytes))))
+    assert handle_of(pynvml, torch.device("cuda", 0)).uuid == f"GPU-{known}"
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(uuid="ffff"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert handle_of(pynvml, torch.device("cuda", 1)).uuid == "GPU-bbbb"  # nothing renumbers: the index holds
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,1")
+    assert handle_of(pynvml, torch.device("cuda", 1)) is None  # renumbered: no guess
 
 
 def test_samples_reduce_per_device_then_over_gpus():

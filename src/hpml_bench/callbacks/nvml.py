@@ -7,6 +7,8 @@ driver, a field the board does not report; a missing number never stops a run.
 """
 from __future__ import annotations
 
+import os
+import uuid
 from typing import Any, Optional
 
 import torch
@@ -56,9 +58,13 @@ def _ask(call, *args, default=None):
 
 def handle_of(nvml, device: torch.device):
     """The NVML handle of a torch CUDA device, found by its UUID (torch's indices follow
-    CUDA_VISIBLE_DEVICES, NVML's do not)."""
-    uuid = str(torch.cuda.get_device_properties(device).uuid)
-    return _ask(nvml.nvmlDeviceGetHandleByUUID, uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+    CUDA_VISIBLE_DEVICES, NVML's do not); by index only where nothing renumbers the GPUs."""
+    raw = torch.cuda.get_device_properties(device).uuid
+    text = str(uuid.UUID(bytes=bytes(raw.bytes))) if hasattr(raw, "bytes") else str(raw)
+    handle = _ask(nvml.nvmlDeviceGetHandleByUUID, text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}")
+    if handle is None and "CUDA_VISIBLE_DEVICES" not in os.environ:
+        handle = _ask(nvml.nvmlDeviceGetHandleByIndex, device.index or 0)
+    return handle
 
 
 def system_facts(nvml) -> dict[str, Any]:
@@ -109,15 +115,15 @@ def links_from(nvml, handle) -> dict[str, str]:
     links = {}
     for index in range(_ask(nvml.nvmlDeviceGetCount, default=0)):
         other = _ask(nvml.nvmlDeviceGetHandleByIndex, index)
-        uuid = _ask(nvml.nvmlDeviceGetUUID, other) if other is not None else None
-        if uuid is None or uuid == mine:
+        theirs = _ask(nvml.nvmlDeviceGetUUID, other) if other is not None else None
+        if theirs is None or theirs == mine:
             continue
         nvlink = _ask(nvml.nvmlDeviceGetP2PStatus, handle, other, nvml.NVML_P2P_CAPS_INDEX_NVLINK)
         if nvlink == nvml.NVML_P2P_STATUS_OK:
-            links[uuid] = f"NVLink ({up} links up)"
+            links[theirs] = f"NVLink ({up} links up)"
         else:
             level = _ask(nvml.nvmlDeviceGetTopologyCommonAncestor, handle, other)
-            links[uuid] = TOPOLOGY.get(level, "unknown")
+            links[theirs] = TOPOLOGY.get(level, "unknown")
     return links
 
 

@@ -12,7 +12,6 @@ import contextlib
 import json
 import math
 import subprocess
-from pathlib import Path
 
 import pandas as pd
 import pytest

@@ -7,7 +7,10 @@
 #   ROWS="r50_synth r50_ddp1" bash benchmarks/gpu.sh   # only some rows
 #
 # Knobs: PYTHON (default python), OUT (default ./gpu-results), STEPS (steps per epoch, default 60),
-# ROWS (default: all). Rows: r50_synth r50_ddp1 r50_cache r50_jpeg_gpu r18_32 r18_32_ro loop split_hta.
+# ROWS (default: all). Rows: r50_synth r50_ddp1 r50_fsdp1 r50_cache r50_jpeg_gpu r18_32 r18_32_ro loop split_hta.
+# r50_ddp1 / r50_fsdp1: DDP and FSDP at world size 1 over NCCL, with the step split (compute,
+# communication, exposed communication, overhead) and NCCL's bytes and GB/s per step; every row's
+# summary.json carries the GPU's state (clocks, power, temperature, throttle reasons).
 set -uo pipefail
 DRY=0
 [[ "${1:-}" == "--dry-run" ]] && DRY=1
@@ -15,7 +18,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python}
 OUT=${OUT:-$PWD/gpu-results}
 STEPS=${STEPS:-60}
-ROWS=${ROWS:-"r50_synth r50_ddp1 r50_cache r50_jpeg_gpu r18_32 r18_32_ro loop split_hta"}
+ROWS=${ROWS:-"r50_synth r50_ddp1 r50_fsdp1 r50_cache r50_jpeg_gpu r18_32 r18_32_ro loop split_hta"}
 DATA=${DATA:-$OUT/jpegs}
 export PYTHONPATH=$ROOT/src${PYTHONPATH:+:$PYTHONPATH}
 export WANDB_MODE=disabled HPML_RUN_ID=
@@ -44,7 +47,8 @@ train() {  # train <row> <overrides...>
 }
 
 train r50_synth $R50 $SYNTH
-train r50_ddp1 $R50 $SYNTH strategy=ddp
+train r50_ddp1 $R50 $SYNTH strategy=ddp strategy.backend=nccl
+train r50_fsdp1 $R50 $SYNTH strategy=fsdp strategy.backend=nccl
 if wanted r50_cache || wanted r50_jpeg_gpu; then
   echo "+ python benchmarks/gpu_rows.py jpegs $DATA 8192"
   echo "+ hpml prepare $FOLDER model=resnet50 dataset.image_size=224 dataset.num_classes=1000"

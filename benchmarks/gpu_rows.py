@@ -62,13 +62,73 @@ def _speed(s: Optional[dict]) -> str:
     return f"{s['median_samples_per_s']:,.0f} img/s{tflops}{mfu}"
 
 
+# The step split of train_s (branch `split`'s summary keys), as the table shows it.
+SPLIT = (("compute_s", "compute"), ("comm_s", "comm"), ("comm_exposed_s", "exposed"), ("overhead_s", "overhead"))
+
+
+def _median(s: dict, key: str) -> Optional[float]:
+    return s.get(f"median_{key}", s.get(key))
+
+
+def _split(s: Optional[dict]) -> str:
+    """'compute 0.412 s, comm 0.020 s, exposed 0.001 s, overhead 0.003 s of train_s 0.416 s'."""
+    if s is None:
+        return "not measured"
+    if _median(s, "comm_s") is None:
+        return f"no split in summary.json (train_s {s['median_train_s']:.3f} s)"
+    parts = [f"{name} {_median(s, key):.3f} s" for key, name in SPLIT if _median(s, key) is not None]
+    return f"{', '.join(parts)} of train_s {s['median_train_s']:.3f} s"
+
+
+def _exposed_share(s: Optional[dict]) -> Optional[float]:
+    exposed = _median(s, "comm_exposed_s") if s else None
+    return None if exposed is None or not s["median_train_s"] else exposed / s["median_train_s"]
+
+
+def _nccl(s: Optional[dict]) -> str:
+    """NCCL's version and what one step all-reduced, how fast (DDP at world size 1: a copy on the GPU)."""
+    if s is None:
+        return "not measured"
+    version = (s.get("hardware") or {}).get("nccl") or "version unknown"
+    sent, rate = _median(s, "comm_bytes"), _median(s, "comm_gbps")
+    moved = f"; {sent / 1e6:,.1f} MB per step" if sent is not None else "; no comm_bytes in summary.json"
+    return f"NCCL {version}{moved}" + (f" at {rate:.1f} GB/s" if rate is not None else "")
+
+
+def _gpu_state(s: Optional[dict]) -> str:
+    """NVML's view of the run: clocks against the GPU's ceiling, power against its limit, heat, throttling."""
+    hw = (s or {}).get("hardware")
+    if not hw:
+        return "not measured" if s is None else "no hardware in summary.json"
+    gpu = (hw.get("gpus") or [{}])[0]
+    sm, power, temp = (s.get(f"median_gpu_{k}") for k in ("sm_clock_mhz", "power_w", "temp_c"))
+    text = f"SM {sm:.0f} MHz (max {gpu.get('max_sm_clock_mhz')})" if sm is not None else "no clock samples"
+    text += f", {power:.0f} W of {gpu.get('power_limit_w')} W" if power is not None else ""
+    text += f", {temp:.0f} C" if temp is not None else ""
+    return (f"{text}, throttle {hw.get('throttle', '?')}; driver {hw.get('driver')}, CUDA {hw.get('cuda_driver')} "
+            f"(torch's {hw.get('cuda_runtime')}), PCIe {gpu.get('pcie')}")
+
+
+def _held_back(s: Optional[dict]) -> str:
+    hw = (s or {}).get("hardware") or {}
+    if "throttle" not in hw:
+        return "–"
+    slowdowns = ("sw_power_cap", "hw_slowdown", "sw_thermal", "hw_thermal", "hw_power_brake")
+    return "missed" if any(r in hw["throttle"] for r in slowdowns) else "met"
+
+
 def _verdict(value: Optional[float], target: float) -> str:
     return "–" if value is None else ("met" if value >= target else "missed")
 
 
+def _at_most(value: Optional[float], target: float) -> str:
+    return "–" if value is None else ("met" if value <= target else "missed")
+
+
 def table_rows(out: Path) -> list[tuple[str, str, str, str]]:
     """(measure, target, measured, verdict) for each row of the issue's table."""
-    runs = {row: _summary(out, row) for row in ("r50_synth", "r50_ddp1", "r50_cache", "r50_jpeg_gpu", "r18_32", "r18_32_ro")}
+    runs = {row: _summary(out, row) for row in ("r50_synth", "r50_ddp1", "r50_fsdp1", "r50_cache", "r50_jpeg_gpu",
+                                                "r18_32", "r18_32_ro")}
     synth = runs["r50_synth"]
     base = synth["median_samples_per_s"] if synth else None
 
@@ -93,7 +153,14 @@ def table_rows(out: Path) -> list[tuple[str, str, str, str]]:
          _verdict(ratio("r50_jpeg_gpu"), 0.85)),
         ("ResNet-18 32 px batch 512 (compile=default / reduce-overhead)", ">= 25,000 img/s",
          f"{_speed(runs['r18_32'])} / {_speed(runs['r18_32_ro'])}", _verdict(best18, 25000)),
+        ("the GPU during the synthetic row (NVML: clocks, power, temperature, throttle)", "clocks not held back",
+         _gpu_state(synth), _held_back(synth)),
         ("DDP world size 1 / single (NCCL)", ">= 0.97", ratio_text("r50_ddp1"), _verdict(ratio("r50_ddp1"), 0.97)),
+        ("DDP world size 1: train_s split (one rank: its all-reduce is a copy)", "exposed <= 2% of train_s",
+         _split(runs["r50_ddp1"]), _at_most(_exposed_share(runs["r50_ddp1"]), 0.02)),
+        ("FSDP world size 1 / single (NCCL)", "reported", ratio_text("r50_fsdp1"), "–"),
+        ("FSDP world size 1: train_s split", "reported", _split(runs["r50_fsdp1"]), "–"),
+        ("NCCL (DDP world size 1): version, bytes and GB/s per step", "reported", _nccl(runs["r50_ddp1"]), "–"),
         ("hpml / plain loop on the GPU (loop_overhead.py --device cuda, 5 rounds)", ">= 0.98",
          "not measured" if loop is None else f"{loop:.3f}", _verdict(loop, 0.98)),
     ]

@@ -30,11 +30,12 @@ def test_dry_run_prints_every_row_and_an_unmeasured_table(tmp_path):
     assert proc.returncode == 0, proc.stderr
     trains = [line[len("+ hpml train "):] for line in proc.stdout.splitlines() if line.startswith("+ hpml train ")]
     assert [shlex.split(t)[-1].rsplit("/", 1)[-1] for t in trains] == [
-        "r50_synth", "r50_ddp1", "r50_cache", "r50_jpeg_gpu", "r18_32", "r18_32_ro", "split_hta"]
+        "r50_synth", "r50_ddp1", "r50_fsdp1", "r50_cache", "r50_jpeg_gpu", "r18_32", "r18_32_ro", "split_hta"]
+    assert all("strategy.backend=nccl" in t for t in trains if "/r50_ddp1" in t or "/r50_fsdp1" in t)
     assert "+ python benchmarks/loop_overhead.py --device cuda --rounds 5" in proc.stdout
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing ran
     table = (tmp_path / "gpu_table.md").read_text()
-    assert table.count("not measured") == 7 and table in proc.stdout
+    assert table.count("not measured") == 12 and table in proc.stdout
     # every command is a config hpml accepts (options of the startup branch: checked once merged)
     pending = []
     for line in trains:
@@ -65,3 +66,32 @@ def test_table_reads_the_rows_run_folders(hpml, tmp_path):
     assert verdict == ("met" if speed >= 4500 else "missed"), (synth, verdict)
     assert rows["DDP world size 1 / single (NCCL)"][0].startswith("1.000 (")  # the same run twice
     assert rows["the same from the `hpml prepare` cache"] == ("not measured", "–")
+    # a CPU run records no GPU state and (until the step split is merged) no split
+    assert rows["the GPU during the synthetic row (NVML: clocks, power, temperature, throttle)"] == (
+        "no hardware in summary.json", "–")
+    assert rows["DDP world size 1: train_s split (one rank: its all-reduce is a copy)"][0].startswith("no split in summary.json")
+
+
+def test_table_shows_the_split_the_nccl_row_and_the_gpu_state(tmp_path):
+    """The rows' text from summary keys a GPU run writes (the split's, NVML's): formatting and verdicts."""
+    import json
+
+    base = {"median_samples_per_s": 1000.0, "median_train_s": 1.0, "median_tflops": None, "median_mfu": None}
+    ddp = {**base, "median_compute_s": 0.95, "median_comm_s": 0.04, "median_comm_exposed_s": 0.01,
+           "median_overhead_s": 0.04, "median_comm_bytes": 102_228_128, "median_comm_gbps": 310.5,
+           "hardware": {"nccl": "2.27.3"}}
+    synth = {**base, "median_gpu_sm_clock_mhz": 1755.0, "median_gpu_power_w": 690.0, "median_gpu_temp_c": 71.0,
+             "hardware": {"driver": "570.1", "cuda_driver": "12.8", "cuda_runtime": "13.0", "throttle": "sw_power_cap 80%",
+                          "gpus": [{"max_sm_clock_mhz": 1980, "power_limit_w": 700.0, "pcie": "gen 5 x16 (max gen 5 x16)"}]}}
+    for row, summary in (("r50_synth", synth), ("r50_ddp1", ddp), ("r50_fsdp1", {**ddp, "median_comm_exposed_s": 0.2})):
+        (tmp_path / "runs" / row).mkdir(parents=True)
+        (tmp_path / "runs" / row / "summary.json").write_text(json.dumps(summary))
+    rows = {measure: (measured, verdict) for measure, _, measured, verdict in _gpu_rows().table_rows(tmp_path)}
+    state, held = rows["the GPU during the synthetic row (NVML: clocks, power, temperature, throttle)"]
+    assert state.startswith("SM 1755 MHz (max 1980), 690 W of 700.0 W, 71 C, throttle sw_power_cap 80%; driver 570.1")
+    assert held == "missed"  # a power cap held the clocks back
+    split, verdict = rows["DDP world size 1: train_s split (one rank: its all-reduce is a copy)"]
+    assert split == "compute 0.950 s, comm 0.040 s, exposed 0.010 s, overhead 0.040 s of train_s 1.000 s"
+    assert verdict == "met"  # 1% exposed
+    assert rows["FSDP world size 1: train_s split"][0].startswith("compute 0.950 s, comm 0.040 s, exposed 0.200 s")
+    assert rows["NCCL (DDP world size 1): version, bytes and GB/s per step"][0] == "NCCL 2.27.3; 102.2 MB per step at 310.5 GB/s"

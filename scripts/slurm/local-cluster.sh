@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # A real SLURM cluster on this machine (root, no systemd), for CI and for trying the templates
 # locally:   sudo scripts/slurm/local-cluster.sh up [--nodes N] | down | status
+#            sudo scripts/slurm/local-cluster.sh throttle NODE RATE | unthrottle NODE
 # --nodes 1 (the default): one slurmd on this host. --nodes N >= 2: N nodes, each in its own
 # network namespace (hpml-n1 ... hpml-nN at 10.213.7.11 ...) on a bridge hpmlbr0 (10.213.7.1)
 # with entries in /etc/hosts, one slurmd per node, slurmctld on the bridge address; every packet
 # stays between the namespaces this script makes. The file system is shared: every node sees the
 # same run folders, as on a cluster with a shared /scratch.
+# throttle hpml-n2 20mbit: a token bucket (tc qdisc tbf) on the node's link inside its namespace, so
+# what the node sends leaves at that rate (a slow or shared network, for measuring communication);
+# unthrottle removes it. (This kernel offers tbf; netem's delay/loss may be missing.)
 # Installs slurmctld/slurmd/slurm-client/munge with apt-get when they are missing (Debian/Ubuntu).
 # Fast requeue settings (cred_expire=10, 5 s scheduler passes) so a requeued job restarts in ~12 s
 # instead of ~120 s. HPML_FAKE_GPUS=N (default 2) adds N fake GPU devices per node for
@@ -208,12 +212,37 @@ status() {
   squeue || true
 }
 
+node_ns() {  # node_ns NODE: refuse a node this script did not make
+  [[ "${1:-}" =~ ^hpml-n[0-9]+$ ]] && [ -e "/run/netns/$1" ] || {
+    echo "error: no node '${1:-}' in network namespaces (a multi-node cluster's nodes are hpml-n1 ...; up --nodes 2 first)" >&2
+    exit 2; }
+}
+
+# tbf needs a bucket (burst) and a queue bound (latency). A small bucket (16 kB) lets little pass at
+# the line rate between steps; a long queue (2 s) keeps TCP from dropping, so the rate is the limit.
+throttle() {
+  need_root; node_ns "$1"
+  [[ "${2:-}" =~ ^[0-9.]+[kmgt]?(bit|bps)$ ]] || { echo "error: throttle $1 '${2:-}': give a rate as tc writes it, e.g. 20mbit" >&2; exit 2; }
+  tc -n "$1" qdisc replace dev eth0 root tbf rate "$2" burst 16kb latency 2s
+  echo "$1: eth0 sends at $2 ($(tc -n "$1" qdisc show dev eth0 | head -1))"
+}
+
+unthrottle() {
+  need_root; node_ns "$1"
+  tc -n "$1" qdisc del dev eth0 root 2>/dev/null || true  # none there: nothing to remove
+  echo "$1: eth0 unthrottled"
+}
+
 cmd=${1:-}; shift || true
+if [ "$cmd" = throttle ] || [ "$cmd" = unthrottle ]; then
+  "$cmd" "$@"
+  exit 0
+fi
 while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) NODES=${2:?--nodes needs a number}; shift 2 ;;
     --nodes=*) NODES=${1#--nodes=}; shift ;;
-    *) echo "usage: $0 up [--nodes N] | down | status" >&2; exit 2 ;;
+    *) echo "usage: $0 up [--nodes N] | down | status | throttle NODE RATE | unthrottle NODE" >&2; exit 2 ;;
   esac
 done
 [[ "$NODES" =~ ^[1-9][0-9]?$ ]] && [ "$NODES" -le 20 ] || { echo "error: --nodes $NODES: use 1 to 20" >&2; exit 2; }
@@ -221,5 +250,5 @@ case "$cmd" in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up [--nodes N] | down | status" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--nodes N] | down | status | throttle NODE RATE | unthrottle NODE" >&2; exit 2 ;;
 esac

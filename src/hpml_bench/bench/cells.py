@@ -30,6 +30,19 @@ def abba_order(cells: list[Cell], repeats: int) -> list[tuple[Cell, int]]:
     return [(cell, r) for r in range(repeats) for cell in (ready if r % 2 == 0 else ready[::-1])]
 
 
+def cuda_needs(cfg) -> list[str]:
+    """The settings of a cell's train config that need CUDA GPUs."""
+    needs = {"device=cuda": cfg.device == "cuda", "strategy=dp": cfg.strategy.name == "dp",
+             "trainer.precision=fp16": cfg.trainer.precision == "fp16",
+             "strategy.backend=nccl": getattr(cfg.strategy, "backend", "auto") == "nccl"}
+    return [name for name, needed in needs.items() if needed]
+
+
+def needs_text(wanted: list[str]) -> str:
+    """'device=cuda and strategy=dp need CUDA'."""
+    return f"{' and '.join(wanted)} need{'s' if len(wanted) == 1 else ''} CUDA"
+
+
 def error_line(text: str) -> str:
     """hpml's own one-line error, else the exception line of a traceback, else the last line."""
     lines = [l for l in text.splitlines() if l.strip()]

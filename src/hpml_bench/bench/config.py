@@ -5,6 +5,7 @@ models, generated data, CPU); `bench.scale=smoke` picks the second.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -27,6 +28,17 @@ SCALES = ("full", "smoke")
 
 
 @dataclass
+class ClusterForm:
+    """What a form adds under bench.launcher=slurm: the axes a cluster provides that the seed
+    varied (its nodes, the GPUs of a one-process cell); GPUs per node of a ddp/fsdp/pipe cell
+    are its strategy.nproc_per_node, which the SLURM launcher turns into tasks and GPUs."""
+
+    base: list[str] = field(default_factory=list)  # train overrides added on a cluster (strategy=ddp: a rank per node)
+    axes: dict[str, list[Any]] = field(default_factory=dict)  # axes added (or replaced) on a cluster, e.g. slurm.nodes
+    include: Optional[list[dict[str, Any]]] = None  # the extra cells on a cluster instead of the form's; null: the form's
+
+
+@dataclass
 class BenchScale:
     """One form of a bench: every cell runs `hpml train <base> <cell's axis values>`."""
 
@@ -39,6 +51,13 @@ class BenchScale:
     # Environment of every cell's process (the smoke forms pin OMP_NUM_THREADS=1 so a 1-process
     # cell and each rank of a 2-process cell get one core of the shared 2-core CI machine).
     env: dict[str, str] = field(default_factory=dict)
+    cluster: ClusterForm = field(default_factory=ClusterForm)  # bench.launcher=slurm: the cluster's axes
+
+    def on_cluster(self) -> "BenchScale":
+        """This form as a cluster runs it: its cluster base and axes added, its include replaced."""
+        extra = self.cluster
+        return dataclasses.replace(self, base=[*self.base, *extra.base], axes={**self.axes, **extra.axes},
+                                   include=self.include if extra.include is None else extra.include)
 
 
 @dataclass
@@ -66,7 +85,9 @@ class BenchConfig:
 
     @property
     def form(self) -> BenchScale:
-        return getattr(self, self.scale)
+        """The chosen scale's form; under bench.launcher=slurm with its cluster axes."""
+        form = getattr(self, self.scale)
+        return form.on_cluster() if self.launcher == "slurm" else form
 
     @property
     def folder(self) -> str:

@@ -106,7 +106,7 @@ def write_report(paths: list[Path], baseline_run: Optional[Path] = None, out: Op
     table = cell_medians(rows, keys, baseline)
     single = len(paths) == 1 and not RunFolder(paths[0]).finished
     out = out or (paths[0] / "report" if single else Path("report"))
-    columns = display_columns(keys)
+    columns = display_columns(keys, table)
     title = f"report over {len(runs)} runs"
     atomic_write_text(out / "report.csv", rows.to_csv(index=False))
     write_plots(table, keys, out, title)

@@ -15,8 +15,12 @@ TIMES = ("data_s", "train_s", "run_s", "val_s", "samples_per_s", "mem_peak_gib")
 # Achieved TFLOP/s and MFU (summary medians; absent in older runs or without a FLOP count / peak).
 RATES = ("tflops", "mfu")
 MONITORS = ("val_acc", "val_miou")  # the final score a row reports: the first present
-# The step split (summary medians; absent where trainer.step_split was off, and in older runs).
+# Where a run recorded them: the step split of train_s (distributed strategies) and the GPUs'
+# state (GPU runs): medians over the measured epochs (comm_bytes: per step).
 SPLIT = ("compute_s", "comm_s", "comm_exposed_s", "bubble_s", "overhead_s", "comm_bytes", "comm_gbps")
+GPU_STATE = ("gpu_sm_clock_mhz", "gpu_mem_clock_mhz", "gpu_power_w", "gpu_temp_c")
+# Text a GPU run's cell carries from summary.json's `hardware` (the same for every repeat, or listed).
+GPU_TEXT = ("gpu", "driver", "gpu_throttle")
 
 
 def run_row(run_dir: Path) -> dict[str, Any]:
@@ -26,11 +30,22 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     row.update({key: summary.get(f"median_{key}") for key in (*RATES, *SPLIT)})
     row.update({key: summary.get(key) for key in ("bubble_fraction", "bubble_expected", "comm_bytes_expected")})
     row.update({"flops_per_sample": summary.get("flops_per_sample"), "peak_tflops": summary.get("peak_tflops")})
+    row.update({key: summary.get(f"median_{key}", summary.get(key)) for key in GPU_STATE
+                if f"median_{key}" in summary or key in summary})
+    row.update(hardware_row(summary.get("hardware")))
     final = summary.get("final", {})
     metric = next((m for m in MONITORS if m in final), None)
     row.update({"metric": metric, "metric_value": final.get(metric) if metric else None,
                 "world_size": summary.get("world_size", 1), "measured_epochs": len(summary.get("measured_epochs", []))})
     return row
+
+
+def hardware_row(hardware: Optional[dict]) -> dict[str, Any]:
+    """A GPU run's hardware in a bench row: its GPUs' names, the driver, the throttle reasons."""
+    if not hardware:
+        return {}
+    names = sorted({g["name"] for g in hardware.get("gpus", []) if g.get("name")})
+    return {"gpu": " + ".join(names) or None, "driver": hardware.get("driver"), "gpu_throttle": hardware.get("throttle")}
 
 
 def devices(row: pd.Series) -> int:
@@ -60,6 +75,9 @@ def cell_medians(rows: pd.DataFrame, keys: list[str], baseline: Optional[dict[st
                                  "metric_value")})
         run_s = pd.to_numeric(group["run_s"], errors="coerce")  # the spread of the repeats, not only their median
         cell.update({"run_s_min": run_s.min(), "run_s_max": run_s.max()})
+        cell.update({key: pd.to_numeric(group[key], errors="coerce").median() for key in GPU_STATE if key in group})
+        cell.update({key: "; ".join(dict.fromkeys(str(v) for v in group[key].dropna())) or None
+                     for key in GPU_TEXT if key in group})
         cell.update({"devices": int(group["devices"].iloc[0]), "repeats": len(group), "metric": group["metric"].iloc[0]})
         cells.append(cell)
     table = pd.DataFrame(cells)
@@ -98,6 +116,10 @@ def _fmt(value: Any, column: str) -> str:
             return f"{value:.2f}" if column != "metric_value" else f"{value:.3f}"
         if column == "mfu":
             return f"{value * 100:.3g}%"
+        if column in GPU_STATE or column == "comm_bytes":
+            return f"{value:,.0f}"
+        if column == "comm_gbps":
+            return f"{value:.2f}"
         return f"{value:.1f}" if column == "samples_per_s" else f"{value:.3f}"
     return str(value)
 
@@ -106,8 +128,11 @@ DISPLAY = ("devices", "data_s", "train_s", "split", "run_s", "run_s_min", "run_s
            "mfu", "mem_peak_gib", "speedup", "efficiency", "data_share", "metric_value", "repeats")
 
 
-def display_columns(keys: list[str]) -> list[str]:
-    return [*keys, *DISPLAY]
+def display_columns(keys: list[str], table: Optional[pd.DataFrame] = None) -> list[str]:
+    """The axes, the standard columns (the split as one text column), then the bytes a step's
+    communication moved and the GPU state where any cell has them."""
+    extra = [c for c in ("comm_bytes", "comm_gbps", *GPU_STATE, *GPU_TEXT) if table is not None and c in table and table[c].notna().any()]
+    return [*keys, *DISPLAY[:-1], *extra, DISPLAY[-1]]
 
 
 def markdown_table(table: pd.DataFrame, columns: list[str]) -> str:
@@ -125,7 +150,7 @@ def markdown_table(table: pd.DataFrame, columns: list[str]) -> str:
 def rich_table(table: pd.DataFrame, columns: list[str], title: str) -> Table:
     out = Table(title=title)
     for column in columns:
-        out.add_column(column, justify="left" if column not in DISPLAY else "right")
+        out.add_column(column, justify="right" if column in (*DISPLAY, *SPLIT, *GPU_STATE) else "left")
     for _, row in table.iterrows():
         out.add_row(*[_fmt(row[c], c) + (" *" if i == 0 and row.get("baseline") else "") for i, c in enumerate(columns)])
     out.caption = ("* baseline: speedup = its samples/s ratio; efficiency = speedup / relative devices; data_share = "

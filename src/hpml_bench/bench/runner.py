@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from hpml_bench.bench.cells import Cell, abba_order, cell_row, error_line, values_text
+from hpml_bench.bench.cells import Cell, abba_order, cell_row, cuda_needs, error_line, needs_text, values_text
 from hpml_bench.bench.config import (
     BenchConfig,
     axis_keys,
@@ -50,12 +50,9 @@ def machine_refusal(cfg) -> Optional[str]:
     """Why this machine cannot run the cell (None if it can): CUDA-only settings, too few GPUs."""
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     nproc = getattr(cfg.strategy, "nproc_per_node", 1)
-    needs_cuda = {"device=cuda": cfg.device == "cuda", "strategy=dp": cfg.strategy.name == "dp",
-                  "trainer.precision=fp16": cfg.trainer.precision == "fp16",
-                  "strategy.backend=nccl": getattr(cfg.strategy, "backend", "auto") == "nccl"}
-    wanted = [name for name, needed in needs_cuda.items() if needed]
+    wanted = cuda_needs(cfg)
     if wanted and (gpus == 0 or cfg.device == "cpu"):
-        return f"{' and '.join(wanted)} need{'s' if len(wanted) == 1 else ''} CUDA; no GPU here"
+        return f"{needs_text(wanted)}; no GPU here"
     if cfg.strategy.name == "dp" and gpus < 2:
         return f"strategy=dp needs 2 or more GPUs; {gpus} here"
     if gpus and cfg.device != "cpu" and nproc > gpus:
@@ -63,8 +60,9 @@ def machine_refusal(cfg) -> Optional[str]:
     return None
 
 
-def local_check(cfg) -> Optional[str]:
-    """Why this machine cannot run the cell (None: it can); a strategy's refusal raises HpmlError."""
+def local_check(cfg, values: Optional[dict[str, Any]] = None) -> Optional[str]:
+    """Why this machine cannot run the cell (None: it can); a strategy's refusal raises HpmlError.
+    (`values`, the cell's axis values, matter to the SLURM launcher's check only.)"""
 
     refusal = machine_refusal(cfg)
     if refusal is None:
@@ -73,9 +71,9 @@ def local_check(cfg) -> Optional[str]:
 
 
 def plan(bench: BenchConfig, train_args: list[str],
-         check: Callable[[Any], Optional[str]] = local_check) -> tuple[list[Cell], list[str]]:
+         check: Callable[[Any, dict[str, Any]], Optional[str]] = local_check) -> tuple[list[Cell], list[str]]:
     """Every cell with its overrides, and those that cannot run marked (skipped / failed) with why.
-    `check` says why a cell's train config cannot run where its launcher runs it."""
+    `check(train config, axis values)` says why a cell cannot run where its launcher runs it."""
 
     form = bench.form
     values = expand_cells(form)
@@ -104,7 +102,7 @@ def plan(bench: BenchConfig, train_args: list[str],
             continue
         try:
             cfg = to_train_config(compose_train(cell.overrides))
-            refusal = check(cfg)
+            refusal = check(cfg, cell.values)
             if refusal:
                 cell.status, cell.reason = "skipped", refusal
         except HpmlError as exc:
@@ -179,7 +177,7 @@ def write_results(bench: BenchConfig, cells: list[Cell], keys: list[str], folder
     if len(done):
         base = cells[baseline_index([c.values for c in cells], bench.form.baseline)].values
         table = cell_medians(done, keys, base)
-        columns = display_columns(keys)
+        columns = display_columns(keys, table)
         lines += ["Medians over repeats of each run's median over its measured (non-warm-up) epochs.", "",
                   markdown_table(table, columns)]
         write_plots(table, keys, folder, title)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from hpml_bench.bench.cells import Cell, abba_order, cell_row, error_line
+from hpml_bench.bench.cells import Cell, abba_order, cell_row, cuda_needs, error_line, needs_text
 from hpml_bench.bench.config import BenchConfig, hydra_value, is_slurm_key
 from hpml_bench.errors import HpmlError
 from hpml_bench.runfolder import RunFolder
@@ -74,9 +74,13 @@ class SlurmLauncher:
     def __init__(self):
         self.slurm_args: list[str] = []
 
-    @staticmethod
-    def check(cfg) -> Optional[str]:
-        """Nothing to check against this machine: check_job checks each cell as its nodes see it."""
+    def check(self, cfg, values: dict[str, Any]) -> Optional[str]:
+        """Why the cluster cannot run the cell (None: it can): CUDA settings where the job gets no
+        GPU. The rest check_job checks in `job`, as the cell's nodes see it (not this machine)."""
+        gpus = compose_slurm([*self.slurm_args, *[f"{k}={hydra_value(v)}" for k, v in values.items() if is_slurm_key(k)]])
+        wanted = cuda_needs(cfg)
+        if wanted and (gpus.gpus_per_node == 0 or cfg.device == "cpu"):
+            return f"{needs_text(wanted)}; slurm={gpus.name} gives its jobs no GPU (set slurm.gpus_per_node)"
         return None
 
     def preflight(self, bench: BenchConfig, slurm_args: list[str]) -> None:

@@ -8,6 +8,7 @@ from hpml_bench.callbacks.backbone_freeze import BackboneFreeze
 from hpml_bench.callbacks.base import Callback
 from hpml_bench.callbacks.checkpoint import Checkpointer
 from hpml_bench.callbacks.data_stall import DataStallWarning
+from hpml_bench.callbacks.hardware import HardwareMonitor
 from hpml_bench.callbacks.loggers import LoggerConfig, TensorBoardLogger, WandbLogger
 from hpml_bench.callbacks.profiler import TorchProfiler
 from hpml_bench.callbacks.progress import ProgressBar
@@ -28,6 +29,10 @@ def build_callbacks(cfg, strategy, task, folder: RunFolder, info: dict[str, Any]
         callbacks.append(BackboneFreeze(cfg.trainer.unfreeze_at_epoch, announce=strategy.is_main))
     if cfg.profiler.name == "torch":  # every rank traces its own steps
         callbacks.append(TorchProfiler(cfg.profiler, folder, strategy.rank, strategy.device))
+    # every rank of a CUDA run (its GPUs' state is gathered): after the timer, so the gathering
+    # at an epoch's end is outside run_s
+    if HardwareMonitor.applies(strategy) and cfg.trainer.gpu_sample_s is not None:
+        callbacks.append(HardwareMonitor(info, cfg.trainer.gpu_sample_s))
     if not strategy.is_main:
         return callbacks
     show_bar = cfg.trainer.progress == "always" or (cfg.trainer.progress == "auto" and sys.stdout.isatty())

@@ -185,7 +185,7 @@ class WandbLogger(StepLogger):
         import pandas as pd
 
 
-        table = pd.DataFrame(trainer.history).drop(columns="ranks")
+        table = pd.DataFrame(trainer.history).drop(columns=["ranks", "gpu_ranks"], errors="ignore")
         self.run.log({"epochs_table": self.wandb.Table(dataframe=table)})
         summary = summarize(trainer.history)
         self.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hpml_bench.callbacks.base import Callback
+from hpml_bench.callbacks.hardware import hardware_text
 from hpml_bench.callbacks.split_view import SPLIT_HEADER, split_caption, split_cell
 from hpml_bench.callbacks.stragglers import find_stragglers
 from hpml_bench.console import make_console
@@ -57,7 +58,9 @@ def rank_table(history: list[dict[str, Any]], hosts: list[str] | None = None, th
     for r in history:
         slow = find_stragglers(r, hosts, threshold)
         rows += [{"epoch": r["epoch"], "rank": rank, **dict(zip(RANK_COLUMNS, values)), "straggler": rank in slow,
-                  **({"host": hosts[rank]} if hosts and rank < len(hosts) else {})} for rank, values in enumerate(r["ranks"])]
+                  **({"host": hosts[rank]} if hosts and rank < len(hosts) else {}),
+                  **(r["gpu_ranks"][rank] if rank < len(r.get("gpu_ranks", [])) else {})}  # GPU runs: its GPUs' state
+                 for rank, values in enumerate(r["ranks"])]
     return pd.DataFrame(rows)
 
 
@@ -76,12 +79,13 @@ class EpochReport(Callback):
             f"epoch {record['epoch']}/{trainer.cfg.epochs}{tag}: data {record['data_s']:.2f}s  "
             f"train {record['train_s']:.2f}s  run {record['run_s']:.2f}s  val {record['val_s']:.2f}s  "
             f"{record['samples_per_s']:.1f} samples/s{rates_text(record)}  loss {record['train_loss']:.4f}  {metric} {record.get(metric, float('nan')):.4f}"
+            f"{hardware_text(record)}"
         )
         import pandas as pd
 
         table = pd.DataFrame(trainer.history)
         threshold = trainer.cfg.straggler_threshold
-        self.folder.write_text(self.folder.epochs, table.drop(columns="ranks").to_csv(index=False))
+        self.folder.write_text(self.folder.epochs, table.drop(columns=["ranks", "gpu_ranks"], errors="ignore").to_csv(index=False))
         self.folder.write_text(self.folder.ranks, rank_table(trainer.history, self.info.get("hosts"), threshold).to_csv(index=False))
         found = find_stragglers(record, self.info.get("hosts"), threshold)
         for line in dict.fromkeys(found.values()):  # a host's ranks share one line

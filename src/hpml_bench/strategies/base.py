@@ -172,6 +172,11 @@ class Strategy(StepLoop):
         caption): a pipeline's bubble share, the bytes a gradient all-reduce moves per step."""
         return {}
 
+    @property
+    def local_devices(self) -> list[torch.device]:
+        """The devices this process computes on (the hardware monitor samples them)."""
+        return [self.device]
+
     def unwrapped(self) -> nn.Module:
         """The user's model under any compile / DDP / DP wrappers."""
         model = self.model

@@ -87,3 +87,9 @@ class DataParallelStrategy(Strategy):
     @property
     def device_count(self) -> int:
         return max(len(getattr(self.model, "device_ids", None) or []), torch.cuda.device_count(), 1)
+
+    @property
+    def local_devices(self) -> list[torch.device]:
+        """Every GPU DataParallel replicates the model on (this one process drives them all)."""
+        ids = getattr(self.model, "device_ids", None) or range(torch.cuda.device_count())
+        return [torch.device("cuda", i) for i in ids]

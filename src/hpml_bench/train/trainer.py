@@ -39,6 +39,10 @@ class TrainerConfig:
     # exact: synchronize the device at the end of every step (host clock counts GPU work);
     # events: CUDA events around each step, one synchronize per epoch (less perturbation).
     timing: str = "exact"
+    # GPU runs: seconds between NVML samples of each GPU's clocks, power, temperature and
+    # throttle reasons while it trains (a background thread; each epoch's end adds one sample);
+    # 0: only that one; null: no NVML at all. CPU runs never sample.
+    gpu_sample_s: Optional[float] = 0.5
     progress: str = "auto"  # auto (only on a TTY) | always | never
     checkpoint_every: int = 1  # epochs; 0 = no checkpoints
     # Cap on optimizer-visible batches per epoch, for quick benchmarks; null = whole epoch.
@@ -79,6 +83,8 @@ class TrainerConfig:
             raise HpmlError(f"trainer.warmup_epochs={self.warmup_epochs} must be 0 or more")
         if self.timing not in ("exact", "events"):
             raise HpmlError(f"trainer.timing={self.timing}: use exact or events")
+        if self.gpu_sample_s is not None and self.gpu_sample_s < 0:
+            raise HpmlError(f"trainer.gpu_sample_s={self.gpu_sample_s}: use seconds >= 0, or null for no NVML sampling")
         self.compile = compile_mode(self.compile)
         if self.peak_tflops is not None and self.peak_tflops <= 0:
             raise HpmlError(f"trainer.peak_tflops={self.peak_tflops} must be positive (TFLOP/s of one device)")

@@ -22,7 +22,7 @@ from tests.test_slurm_multinode import NODES, two_nodes  # noqa: F401 (the fixtu
 
 pytestmark = pytest.mark.slurm
 SCRIPT = ROOT / "scripts/slurm/local-cluster.sh"
-# The step split's columns (branch `split`): present in summary.json / bench.csv once it is merged.
+# The step split's columns in summary.json and bench.csv.
 SPLIT = ("compute_s", "comm_s", "comm_exposed_s", "bubble_s", "overhead_s")
 
 
@@ -41,16 +41,15 @@ def test_seed_003s_node_axis_runs_one_and_two_nodes_with_the_split_in_its_table(
     results = (folder / "results.md").read_text()
     header = next(line for line in results.splitlines() if line.startswith("| device "))
     assert "| slurm.nodes |" in header and results.count("| cpu ") == 2, results
-    # --- the split per cell (branch `split`). STRICT AFTER MERGING split: drop the `if` and
-    # require the columns; until then bench.csv has no split columns and this part is skipped.
-    if "comm_exposed_s" in table:
-        for key in SPLIT:
-            assert done[key].notna().all() and f"| {key} " in results.split("\n## ")[0], key
-        two = done.loc[2]
-        # the split adds up to train_s (DESIGN.md), and two ranks over the network communicate
-        assert math.isclose(two[["compute_s", "comm_exposed_s", "bubble_s", "overhead_s"]].sum(), two["train_s"],
-                            rel_tol=0.05, abs_tol=0.01)
-        assert two["comm_s"] > 0 and done.loc[1, "comm_exposed_s"] <= two["comm_exposed_s"]
+    # The split per cell: every column in bench.csv, the compact split in the table.
+    for key in SPLIT:
+        assert done[key].notna().all(), key
+    assert "| split |" in header and "| comm_bytes |" in header, header
+    two = done.loc[2]
+    # the split adds up to train_s (DESIGN.md), and two ranks over the network communicate
+    assert math.isclose(two[["compute_s", "comm_exposed_s", "bubble_s", "overhead_s"]].sum(), two["train_s"],
+                        rel_tol=0.05, abs_tol=0.01)
+    assert two["comm_s"] > 0 and done.loc[1, "comm_exposed_s"] <= two["comm_exposed_s"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,10 +108,8 @@ def test_a_slowed_link_adds_the_all_reduced_bytes_over_its_rate_to_each_step(two
     # The step waits for node 2's share of the all-reduce to cross the slow link: about bytes/rate
     # more (TCP's slow start after each idle compute phase and the link's other traffic add some).
     assert 0.75 * expected < grown < 1.6 * expected, (grown, expected)
-    # --- the split (branch `split`). STRICT AFTER MERGING split: drop the `if`. The growth is
-    # exposed communication; compute (forward, backward, step) stays put.
-    if "median_comm_exposed_s" in base:
-        exposed = _per_step(slow_epochs, slow, "comm_exposed_s") - _per_step(base_epochs, base, "comm_exposed_s")
-        assert 0.75 * expected < exposed < 1.6 * expected, (exposed, expected)
-        compute = _per_step(slow_epochs, slow, "compute_s") - _per_step(base_epochs, base, "compute_s")
-        assert abs(compute) < 0.2 * expected, (compute, expected)
+    # The growth is exposed communication; compute (forward, backward, step) stays put.
+    exposed = _per_step(slow_epochs, slow, "comm_exposed_s") - _per_step(base_epochs, base, "comm_exposed_s")
+    assert 0.75 * expected < exposed < 1.6 * expected, (exposed, expected)
+    compute = _per_step(slow_epochs, slow, "compute_s") - _per_step(base_epochs, base, "compute_s")
+    assert abs(compute) < 0.2 * expected, (compute, expected)

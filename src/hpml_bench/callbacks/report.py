@@ -36,6 +36,33 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def run_summary(trainer) -> dict[str, Any]:
+    """summarize() plus the run's goals: target, time_to_target_s, epochs_to_target, early stop,
+    the monitored metric's best value and the sweep objective (train/targets.py)."""
+    return {**summarize(trainer.history), **trainer.goals.summary()}
+
+
+def goals_text(summary: dict[str, Any]) -> str:
+    """The table's footer line on the target and early stopping ('' with neither)."""
+    parts = []
+    if summary.get("target"):
+        if summary["target_reached"]:
+            epochs = summary["epochs_to_target"]
+            parts.append(f"time to target {summary['target']}: {summary['time_to_target_s']:.2f} s "
+                         f"(training + validation), {epochs} epoch{'' if epochs == 1 else 's'}")
+        else:
+            best = summary.get("target_best")
+            parts.append(f"target {summary['target']}: not reached in {summary['epochs']} epoch{'' if summary['epochs'] == 1 else 's'}"
+                         + (f" (best {best:.4g})" if best is not None else ""))
+    if summary.get("stop_reason") == "target":
+        parts.append("stopped at the target (trainer.stop_at_target)")
+    elif summary.get("stop_reason") == "early_stop":
+        early = summary["early_stop"]
+        parts.append(f"stopped early: {early['monitor']} did not improve by more than {early['min_delta']:g} "
+                     f"in {early['patience']} validations (best {early['best']:.4g})")
+    return "; ".join(parts)
+
+
 def rank_table(history: list[dict[str, Any]], hosts: list[str] | None = None) -> pd.DataFrame:
     """One row per (epoch, rank): where each rank's time went, to spot stragglers; the rank's host."""
     import pandas as pd  # here: `import hpml_bench.train.run` stays light (pandas costs ~0.5 s)
@@ -54,7 +81,7 @@ class EpochReport(Callback):
         self.console = console or make_console()
 
     def on_epoch_end(self, trainer, record: dict) -> None:
-        metric = trainer.task.monitor
+        metric = trainer.goals.monitor
         tag = " (warm-up)" if record["warmup"] else ""
         self.console.print(
             f"epoch {record['epoch']}/{trainer.cfg.epochs}{tag}: data {record['data_s']:.2f}s  "
@@ -66,15 +93,16 @@ class EpochReport(Callback):
         table = pd.DataFrame(trainer.history)
         self.folder.write_text(self.folder.epochs, table.drop(columns="ranks").to_csv(index=False))
         self.folder.write_text(self.folder.ranks, rank_table(trainer.history, self.info.get("hosts")).to_csv(index=False))
+        self.folder.write_text(self.folder.validations, pd.DataFrame(trainer.goals.validations).to_csv(index=False))
 
     def on_fit_end(self, trainer) -> None:
-        summary = {**self.info, **summarize(trainer.history)}
+        summary = {**self.info, **run_summary(trainer)}
         self.folder.write_json(self.folder.summary, summary)
-        self.console.print(epoch_table(trainer.history, trainer.task.monitor, self.info))
+        self.console.print(epoch_table(trainer.history, trainer.goals.monitor, self.info, goals_text(summary)))
         self.console.print(f"run folder: {self.folder}")
 
 
-def epoch_table(history: list[dict[str, Any]], metric: str, info: dict[str, Any]) -> Table:
+def epoch_table(history: list[dict[str, Any]], metric: str, info: dict[str, Any], footer: str = "") -> Table:
     title = (f"{info['model']} on {info['dataset']} | strategy {info['strategy']} x{info['world_size']} | "
              f"batch {info['batch_per_rank']}/rank, {info['global_batch']} global | {info['device']}")
     table = Table(title=title)
@@ -86,7 +114,7 @@ def epoch_table(history: list[dict[str, Any]], metric: str, info: dict[str, Any]
                       f"{r['run_s']:.2f}", f"{r['val_s']:.2f}", f"{r['samples_per_s']:.1f}", _tflops(r.get("tflops")),
                       _percent(r.get("mfu")), f"{r['mem_peak_gib']:.2f}", f"{r['train_loss']:.4f}",
                       f"{r.get(metric, float('nan')):.4f}")
-    table.caption = "* warm-up epoch: left out of summary means. " + flops_caption(info)
+    table.caption = (f"{footer}\n" if footer else "") + "* warm-up epoch: left out of summary means. " + flops_caption(info)
     return table
 
 

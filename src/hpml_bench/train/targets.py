@@ -128,10 +128,10 @@ class Goals:
         self.es_monitor = es.monitor or self.monitor
         same = es.mode == "auto" and self.es_monitor == self.monitor  # trainer.monitor's mode too
         self.es_mode = self.monitor_mode if same else metric_mode(self.es_monitor, es.mode)
-        self.validations: list[dict[str, Any]] = []  # epochs (trained so far), elapsed_s, the scores
+        self.validations: list[dict[str, Any]] = []  # epochs (trained so far), elapsed_s, val_s, the scores
         self.clock_s = 0.0  # training + validation seconds before the current epoch
         self.stop_reason: Optional[str] = None  # target | early_stop, once a goal ends the run
-        self._epoch_start = time.perf_counter()
+        self.start_epoch()
         self._reset()
 
     def _reset(self) -> None:
@@ -142,6 +142,7 @@ class Goals:
     # -- the clock ------------------------------------------------------------------------
     def start_epoch(self) -> None:
         self._epoch_start = time.perf_counter()
+        self._mid_val_s = 0.0  # this epoch's mid-epoch validations, in its val_s
 
     def elapsed_in_epoch(self) -> float:
         """This rank's wall seconds since the epoch's first step (mid-epoch validations included)."""
@@ -150,14 +151,17 @@ class Goals:
     # -- validations ----------------------------------------------------------------------
     def see(self, scores: dict[str, Any], epoch: int, step: int, steps: int, elapsed_s: float) -> bool:
         """A mid-epoch validation after `step` of `steps` batches; True: a goal ends the run here."""
-        return self._judge({"epochs": epoch + step / steps, "elapsed_s": elapsed_s, **_scores(scores)}, live=True)
+        self._mid_val_s += scores["val_s"]
+        entry = {"epochs": epoch + step / steps, "elapsed_s": elapsed_s, "val_s": scores["val_s"], **_scores(scores)}
+        return self._judge(entry, live=True)
 
     def see_epoch(self, record: dict[str, Any]) -> bool:
         """The epoch's end (its record holds run_s and val_s, mid-epoch validations included)."""
         self.clock_s += record["run_s"] + record["val_s"]
         if self.stop_reason is not None:  # the epoch ended at a mid-epoch validation: seen already
             return True
-        return self._judge({"epochs": record["epoch"], "elapsed_s": self.clock_s, **_scores(record)}, live=True)
+        own = record["val_s"] - self._mid_val_s  # the epoch-end validation's seconds
+        return self._judge({"epochs": record["epoch"], "elapsed_s": self.clock_s, "val_s": own, **_scores(record)}, live=True)
 
     def _judge(self, entry: dict[str, Any], live: bool) -> bool:
         if live:

@@ -17,8 +17,8 @@ from hydra.errors import HydraException
 from hpml_bench.errors import HpmlError
 from hpml_bench.runfolder import RunFolder
 from hpml_bench.tasks import TASKS
-from hpml_bench.train.config import compose_train, to_train_config
-from hpml_bench.train.targets import Goals
+from hpml_bench.train.config import compose_train
+from hpml_bench.train.targets import metric_mode
 
 DIRECTION_KEY = "hydra.sweeper.direction"
 
@@ -29,14 +29,19 @@ def is_optuna(args: list[str]) -> bool:
 
 def objective_direction(args: list[str]) -> str:
     """maximize | minimize: what the trials of `args` return (trainer.objective, trainer.monitor),
-    read from the config without the swept keys (they vary per trial; their kind does not)."""
+    read from the config composed without the swept keys (they vary per trial; the objective's
+    direction does not). Composed only, not checked: a trial's refused values are its own failure."""
     try:
         parsed = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
     except HydraException as exc:
         raise HpmlError(str(exc).strip().splitlines()[0]) from None
     fixed = [o.input_line for o in parsed if not o.is_sweep_override() and not o.is_hydra_override()]
-    cfg = to_train_config(compose_train(fixed))
-    return Goals(cfg.trainer, TASKS.get(cfg.task).monitor).objective_value(None)["direction"]
+    trainer = (cfg := compose_train(fixed)).trainer
+    if trainer.objective == "time_to_target":
+        return "minimize"
+    task = cfg.task if cfg.task in TASKS else cfg.model.get("task", "classification")
+    monitor = trainer.monitor or TASKS.get(task if task in TASKS else "classification").monitor
+    return "maximize" if metric_mode(monitor, trainer.monitor_mode) == "max" else "minimize"
 
 
 def with_optuna_direction(args: list[str]) -> list[str]:

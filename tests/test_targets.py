@@ -258,3 +258,19 @@ def test_the_loggers_get_time_to_target(hpml, tmp_path, monkeypatch):
     final = summary(records)
     assert final["time_to_target_s"] == pytest.approx(ttt) and final["target"] == "val_loss<=100"
     assert final["target_reached"] is True
+
+
+@pytest.mark.dist
+def test_two_ddp_ranks_agree_to_stop_at_a_mid_epoch_target(hpml, tmp_path):
+    # gloo, 2 ranks x 16 per batch over 128 samples: 4 steps per epoch, a validation after 2
+    result = hpml("train", "model=mlp", "dataset=synthetic", "dataset.image_size=8", "dataset.num_train=128",
+                  "dataset.num_val=32", "dataset.batch_size=16", "trainer.epochs=3", "trainer.progress=never",
+                  "strategy=ddp", "strategy.nproc_per_node=2", "strategy.backend=gloo", "trainer.val_every_steps=2",
+                  "trainer.target.metric=val_loss", "trainer.target.value=100", "trainer.stop_at_target=true")
+    assert result.rc == 0, result.err
+    folder = only_run_folder(tmp_path)
+    epochs, summary = read_run(folder)
+    assert summary["world_size"] == 2 and summary["stop_reason"] == "target" and summary["epochs_to_target"] == 0.5
+    assert list(epochs["samples"]) == [64]  # half an epoch on each rank
+    assert summary["time_to_target_s"] <= (epochs["run_s"] + epochs["val_s"]).sum()
+    assert sorted(pd.read_csv(folder / "ranks.csv")["rank"]) == [0, 1]

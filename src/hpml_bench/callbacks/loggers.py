@@ -100,6 +100,11 @@ class StepLogger(Callback):
         self.step_in_epoch = self.window_steps = 0
         self.window_start = time.perf_counter()
 
+    def on_validation_end(self, trainer, record: dict) -> None:
+        # a validation inside the epoch (trainer.val_every_steps) is no training step's time
+        if hasattr(self, "window_start"):
+            self.window_start += record["val_s"]
+
     def on_step_end(self, trainer, out) -> None:
         self.step_in_epoch += 1
         self.window_steps += 1

@@ -3,9 +3,9 @@
 ```
 runs/<timestamp or $HPML_RUN_ID>/
   config.yaml  overrides.yaml  config_dir.txt  model_source.json   what the run was started with
-  epochs.csv  ranks.csv  summary.json  validations.csv                what it measured
+  epochs.csv  ranks.csv  summary.json  validations.csv               what it measured
   checkpoints/  last.pt (last.<k>.pt)  best.pt  each with <name>.sha256, and .hpml.write.lock
-  .hpml.lock   tb/  wandb/  traces/  export/<format>/  eval/  cam/
+  .hpml.lock   tb/  wandb/  traces/  export/<format>/  eval/  cam/   failed.json (a failed sweep trial)
 ```
 Everything else asks a `RunFolder` for a path; the writes (temp file, fsync, rename), the lock
 and the checksums behind these names live beside it in this package.

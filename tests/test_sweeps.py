@@ -87,6 +87,16 @@ def test_a_direction_against_the_objective_is_refused_in_one_line(hpml, tmp_path
     assert not (tmp_path / "runs").exists()
 
 
+def test_the_optuna_sweeper_missing_is_one_line_naming_the_extra(hpml, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if "optuna" in name else real(name, *a))
+    result = hpml("train", *OPTUNA, *TRIAL, "optimizer.lr=interval(1e-4,1e-1)")
+    assert result.rc == 2 and result.err.strip() == ("error: hydra/sweeper=optuna needs the Optuna sweeper: "
+                                                     "pip install 'hpml-bench[sweep]' (hydra-optuna-sweeper)")
+
+
 def test_a_plain_sweep_goes_on_past_a_failed_job(hpml, tmp_path):
     result = hpml("train", "-m", *BASE, "trainer.epochs=0,1")
     assert result.rc == 0, result.err[-2000:]

@@ -5,6 +5,7 @@ the sweep goes on, and the Optuna sweeper's direction follows the objective unle
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import os
 import sys
@@ -49,6 +50,9 @@ def with_optuna_direction(args: list[str]) -> list[str]:
     direction that contradicts it (a search for the worst learning rate) in one line."""
     if not is_optuna(args):
         return args
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        raise HpmlError("hydra/sweeper=optuna needs the Optuna sweeper: pip install 'hpml-bench[sweep]' "
+                        "(hydra-optuna-sweeper)")
     wanted = objective_direction(args)
     given = next((a.split("=", 1)[1] for a in args if a.split("=", 1)[0] == DIRECTION_KEY), None)
     if given is None:

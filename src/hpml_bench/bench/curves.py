@@ -44,6 +44,9 @@ def write_metric_vs_time(rows: pd.DataFrame, keys: list[str], run_path: Callable
     metric, target = _metric(rows)
     if metric is None:
         return None
+    rows = rows.copy()
+    for key in keys:  # a cell without this axis: blank, as in the tables (not "nan" in the legend)
+        rows[key] = rows[key].map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v))
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     drawn = False

@@ -12,13 +12,16 @@ import pandas as pd
 from omegaconf import OmegaConf
 from rich.table import Table
 
+from hpml_bench.bench.curves import CURVE_LINK, write_metric_vs_time
 from hpml_bench.bench.plots import PLOT_LINKS, write_plots
+from hpml_bench.bench.ranking import failed_trials_lines, rank_trials
 from hpml_bench.bench.results import (
     cell_medians,
     display_columns,
     markdown_table,
     rich_table,
     run_row,
+    target_note,
 )
 from hpml_bench.callbacks.loggers import flat_config
 from hpml_bench.console import make_console
@@ -107,14 +110,16 @@ def write_report(paths: list[Path], baseline_run: Optional[Path] = None, out: Op
     single = len(paths) == 1 and not RunFolder(paths[0]).finished
     out = out or (paths[0] / "report" if single else Path("report"))
     columns = display_columns(keys, table)
-    title = f"report over {len(runs)} runs"
+    table, columns, ranked = rank_trials(table, columns)  # a sweep's trials, best objective first
+    title = f"report over {len(runs)} {'trials' if ranked else 'runs'}"
     atomic_write_text(out / "report.csv", rows.to_csv(index=False))
     write_plots(table, keys, out, title)
+    curves = write_metric_vs_time(rows, keys, lambda row: Path(row["run"]), out, title)
     atomic_write_text(out / "report.md", "\n".join([
         f"# {title}", "", "Columns: the config keys that differ between the runs; runs with equal configs are "
         "repeats (medians). Speedup = samples/s ratio to the baseline.", "", markdown_table(table, columns),
-        PLOT_LINKS, "",
-        "Runs:", *[f"- {r}" for r in runs], ""]))
+        target_note(table), ranked, PLOT_LINKS + (f" {CURVE_LINK}" if curves else ""), "",
+        *failed_trials_lines(paths), "Runs:", *[f"- {r}" for r in runs], ""]))
     console = make_console()
     console.print(rich_table(table, columns, title))
     console.print(f"report: {out / 'report.md'}")

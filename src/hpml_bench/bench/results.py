@@ -21,6 +21,8 @@ SPLIT = ("compute_s", "comm_s", "comm_exposed_s", "bubble_s", "overhead_s", "com
 GPU_STATE = ("gpu_sm_clock_mhz", "gpu_mem_clock_mhz", "gpu_power_w", "gpu_temp_c")
 # Text a GPU run's cell carries from summary.json's `hardware` (the same for every repeat, or listed).
 GPU_TEXT = ("gpu", "driver", "gpu_throttle")
+# Time to target (summary.json; absent in runs from before targets): shown when a run had a target.
+TARGET_DISPLAY = ("time_to_target_s", "epochs_to_target", "ttt_speedup")
 
 
 def run_row(run_dir: Path) -> dict[str, Any]:
@@ -37,6 +39,7 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     metric = next((m for m in MONITORS if m in final), None)
     row.update({"metric": metric, "metric_value": final.get(metric) if metric else None,
                 "world_size": summary.get("world_size", 1), "measured_epochs": len(summary.get("measured_epochs", []))})
+    row.update(goal_row(summary))
     return row
 
 
@@ -46,6 +49,53 @@ def hardware_row(hardware: Optional[dict]) -> dict[str, Any]:
         return {}
     names = sorted({g["name"] for g in hardware.get("gpus", []) if g.get("name")})
     return {"gpu": " + ".join(names) or None, "driver": hardware.get("driver"), "gpu_throttle": hardware.get("throttle")}
+
+
+def goal_row(summary: dict[str, Any]) -> dict[str, Any]:
+    """A run's target, time and epochs to it (null and target_reached false when never reached),
+    its monitored metric and sweep objective, and its trial number in a sweep."""
+    objective = summary.get("objective") or {}
+    return {"target": summary.get("target"), "target_reached": summary.get("target_reached"),
+            "time_to_target_s": summary.get("time_to_target_s"), "epochs_to_target": summary.get("epochs_to_target"),
+            "monitor": summary.get("monitor"), "objective": objective.get("value"),
+            "objective_name": objective.get("name"), "objective_direction": objective.get("direction"),
+            "trial": summary.get("trial")}
+
+
+def _to_target(group: pd.DataFrame, key: str) -> float:
+    """Median over a cell's repeats, a repeat that never reached the target counted as +inf: the
+    cell's value is "not reached" when most of its repeats never got there."""
+    if "target" not in group or not group["target"].map(_given).any():
+        return float("nan")
+    values = [float(v) if reached is True or str(reached) == "True" else math.inf
+              for v, reached in zip(group[key], group["target_reached"])]
+    return float(pd.Series(values).median())
+
+
+def _given(value: Any) -> bool:
+    """A CSV/JSON cell that holds something (not None, NaN or blank)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and str(value) != ""
+
+
+def goal_cells(cell: dict[str, Any], group: pd.DataFrame) -> None:
+    """The cell's target columns: medians of time and epochs to target, how many repeats got there."""
+    for key in ("time_to_target_s", "epochs_to_target"):
+        cell[key] = _to_target(group, key)
+    targets = [t for t in group.get("target", pd.Series(dtype=object)) if _given(t)]
+    cell["target"] = targets[0] if targets else None
+    cell["reached"] = (f"{sum(str(r) == 'True' for r in group['target_reached'])}/{len(group)}" if targets else "")
+    cell["objective"] = pd.to_numeric(group["objective"], errors="coerce").median() if "objective" in group else float("nan")
+    for key in ("trial", "objective_name", "objective_direction"):  # a sweep's: hpml report ranks by them
+        cell[key] = group[key].iloc[0] if key in group and _given(group[key].iloc[0]) else None
+
+
+def target_speedup(table: pd.DataFrame, base: pd.Series) -> pd.Series:
+    """Baseline time to target / the cell's (nan where either never got there)."""
+    ttt = table["time_to_target_s"].replace(math.inf, float("nan"))
+    base_ttt = base["time_to_target_s"]
+    if not base_ttt or math.isinf(base_ttt) or math.isnan(base_ttt):
+        return pd.Series([float("nan")] * len(table), index=table.index)
+    return base_ttt / ttt
 
 
 def devices(row: pd.Series) -> int:
@@ -79,6 +129,7 @@ def cell_medians(rows: pd.DataFrame, keys: list[str], baseline: Optional[dict[st
         cell.update({key: "; ".join(dict.fromkeys(str(v) for v in group[key].dropna())) or None
                      for key in GPU_TEXT if key in group})
         cell.update({"devices": int(group["devices"].iloc[0]), "repeats": len(group), "metric": group["metric"].iloc[0]})
+        goal_cells(cell, group)
         cells.append(cell)
     table = pd.DataFrame(cells)
     base = _baseline_row(table, keys, baseline)
@@ -86,6 +137,7 @@ def cell_medians(rows: pd.DataFrame, keys: list[str], baseline: Optional[dict[st
     table["efficiency"] = table["speedup"] / (table["devices"] / base["devices"])
     table["data_share"] = table["data_s"] / table["run_s"]
     table["split"] = [split_text(row) for _, row in table.iterrows()]
+    table["ttt_speedup"] = target_speedup(table, base)
     table["baseline"] = [all(str(row[k]) == str(base[k]) for k in keys) for _, row in table.iterrows()]
     return table
 
@@ -112,7 +164,11 @@ def _fmt(value: Any, column: str) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "–"
-        if column in ("speedup", "efficiency", "data_share", "metric_value"):
+        if math.isinf(value) and column in ("time_to_target_s", "epochs_to_target"):
+            return "not reached"
+        if column == "epochs_to_target":
+            return f"{value:g}"
+        if column in ("speedup", "efficiency", "data_share", "metric_value", "ttt_speedup"):
             return f"{value:.2f}" if column != "metric_value" else f"{value:.3f}"
         if column == "mfu":
             return f"{value * 100:.3g}%"
@@ -129,10 +185,22 @@ DISPLAY = ("devices", "data_s", "train_s", "split", "run_s", "run_s_min", "run_s
 
 
 def display_columns(keys: list[str], table: Optional[pd.DataFrame] = None) -> list[str]:
-    """The axes, the standard columns (the split as one text column), then the bytes a step's
-    communication moved and the GPU state where any cell has them."""
+    """The axes, the standard columns (the split as one text column), the bytes a step's
+    communication moved and the GPU state where any cell has them, and time to target where a
+    run had a target."""
     extra = [c for c in ("comm_bytes", "comm_gbps", *GPU_STATE, *GPU_TEXT) if table is not None and c in table and table[c].notna().any()]
-    return [*keys, *DISPLAY[:-1], *extra, DISPLAY[-1]]
+    with_target = table is not None and "target" in table and table["target"].map(_given).any()
+    return [*keys, *DISPLAY[:-1], *extra, *(("reached", *TARGET_DISPLAY) if with_target else ()), DISPLAY[-1]]
+
+def target_note(table: pd.DataFrame) -> str:
+    """The line under a table with time-to-target columns ('' without a target)."""
+    targets = sorted({t for t in table.get("target", pd.Series(dtype=object)) if _given(t)})
+    if not targets:
+        return ""
+    return (f"Target {', '.join(targets)}: time_to_target_s = training + validation seconds from the first step to "
+            "the first validation that met it, epochs_to_target = epochs trained by then (median over repeats, "
+            "'not reached' when most repeats never got there; reached = repeats that did); ttt_speedup = the "
+            "baseline's time to target / the cell's.\n")
 
 
 def markdown_table(table: pd.DataFrame, columns: list[str]) -> str:
@@ -150,7 +218,7 @@ def markdown_table(table: pd.DataFrame, columns: list[str]) -> str:
 def rich_table(table: pd.DataFrame, columns: list[str], title: str) -> Table:
     out = Table(title=title)
     for column in columns:
-        out.add_column(column, justify="right" if column in (*DISPLAY, *SPLIT, *GPU_STATE) else "left")
+        out.add_column(column, justify="right" if column in (*DISPLAY, *SPLIT, *GPU_STATE, *TARGET_DISPLAY, "objective", "rank") else "left")
     for _, row in table.iterrows():
         out.add_row(*[_fmt(row[c], c) + (" *" if i == 0 and row.get("baseline") else "") for i, c in enumerate(columns)])
     out.caption = ("* baseline: speedup = its samples/s ratio; efficiency = speedup / relative devices; data_share = "

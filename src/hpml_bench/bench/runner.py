@@ -28,12 +28,14 @@ from hpml_bench.bench.config import (
     is_group_key,
     is_slurm_key,
 )
+from hpml_bench.bench.curves import CURVE_LINK, write_metric_vs_time
 from hpml_bench.bench.plots import PLOT_LINKS, write_plots
 from hpml_bench.bench.results import (
     cell_medians,
     display_columns,
     markdown_table,
     rich_table,
+    target_note,
 )
 from hpml_bench.bench.slurm_cells import SlurmLauncher
 from hpml_bench.config.search_path import config_dir_args
@@ -179,9 +181,10 @@ def write_results(bench: BenchConfig, cells: list[Cell], keys: list[str], folder
         table = cell_medians(done, keys, base)
         columns = display_columns(keys, table)
         lines += ["Medians over repeats of each run's median over its measured (non-warm-up) epochs.", "",
-                  markdown_table(table, columns)]
+                  markdown_table(table, columns), target_note(table)]
         write_plots(table, keys, folder, title)
-        lines += [PLOT_LINKS, ""]
+        curves = write_metric_vs_time(done, keys, lambda row: folder / row["run_dir"], folder, title)
+        lines += [PLOT_LINKS + (f" {CURVE_LINK}" if curves else ""), ""]
         console.print(rich_table(table, columns, title))
     not_run = [c for c in cells if c.status != "ready" or any(r["status"] == "failed" for r in c.rows)]
     if not_run:

@@ -22,8 +22,7 @@ def build_callbacks(cfg, strategy, task, folder: RunFolder, info: dict[str, Any]
     """The timer first (it fills the record the others read), then observers by config."""
     callbacks: list[Callback] = [EpochTimer(cfg.trainer.timing)]
     if cfg.trainer.checkpoint_every > 0:
-        callbacks.append(Checkpointer(folder, cfg.trainer.checkpoint_every,
-                                      task.monitor, task.monitor_higher_is_better, cfg.trainer.on_write_error,
+        callbacks.append(Checkpointer(folder, cfg.trainer.checkpoint_every, cfg.trainer.on_write_error,
                                       cfg.trainer.keep_checkpoints))
     if cfg.model.freeze_backbone:  # every rank: it sets BatchNorm modes and requires_grad
         callbacks.append(BackboneFreeze(cfg.trainer.unfreeze_at_epoch, announce=strategy.is_main))

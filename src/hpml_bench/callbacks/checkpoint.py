@@ -1,4 +1,5 @@
-"""Checkpoints: last.pt every N epochs, best.pt when the monitored metric improves."""
+"""Checkpoints: last.pt every N epochs, best.pt when the monitored metric (trainer.monitor)
+improves at an epoch's end."""
 from __future__ import annotations
 
 import sys
@@ -12,19 +13,19 @@ class Checkpointer(Callback):
     """Runs on every rank (a sharded strategy gathers collectively); the strategy writes
     on the main rank only, to a temp file that is then renamed."""
 
-    def __init__(self, folder: RunFolder, every_epochs: int, monitor: str, higher_is_better: bool,
-                 on_write_error: str = "stop", keep: int = 1):
+    def __init__(self, folder: RunFolder, every_epochs: int, on_write_error: str = "stop", keep: int = 1):
         self.folder, self.every, self.on_write_error, self.keep = folder, every_epochs, on_write_error, keep
-        self.monitor, self.higher = monitor, higher_is_better
         self.best = None
 
     def on_fit_start(self, trainer) -> None:
+        # trainer.monitor (the task's metric unless set) and its mode, as the trainer's goals read them
+        self.monitor, self.higher = trainer.goals.monitor, trainer.goals.monitor_mode == "max"
         scores = [r[self.monitor] for r in trainer.history if self.monitor in r]
         if scores:  # resumed: best so far
             self.best = max(scores) if self.higher else min(scores)
 
     def on_epoch_end(self, trainer, record: dict) -> None:
-        last_epoch = record["epoch"] == trainer.cfg.epochs
+        last_epoch = record["epoch"] == trainer.cfg.epochs or trainer.goals.stop_reason is not None  # the run ends
         if not (record["epoch"] % self.every == 0 or last_epoch):
             return
         state = trainer.state_dict()

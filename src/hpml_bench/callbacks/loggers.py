@@ -18,13 +18,15 @@ from typing import Any, Optional
 from urllib.parse import urlparse
 
 from hpml_bench.callbacks.base import Callback
-from hpml_bench.callbacks.report import summarize
+from hpml_bench.callbacks.report import run_summary
 from hpml_bench.console import make_console
 from hpml_bench.errors import HpmlError
 from hpml_bench.runfolder import RunFolder
 from hpml_bench.runfolder.writes import atomic_write_text
 
 _WANDB_MODES = ("auto", "online", "offline", "disabled")
+# The goals' numbers both loggers report at the end (summary.json's keys; absent when None).
+GOAL_KEYS = ("time_to_target_s", "epochs_to_target", "monitor_best")
 
 
 @dataclass
@@ -98,6 +100,11 @@ class StepLogger(Callback):
         self.step_in_epoch = self.window_steps = 0
         self.window_start = time.perf_counter()
 
+    def on_validation_end(self, trainer, record: dict) -> None:
+        # a validation inside the epoch (trainer.val_every_steps) is no training step's time
+        if hasattr(self, "window_start"):
+            self.window_start += record["val_s"]
+
     def on_step_end(self, trainer, out) -> None:
         self.step_in_epoch += 1
         self.window_steps += 1
@@ -138,9 +145,9 @@ class TensorBoardLogger(StepLogger):
         self.writer.flush()
 
     def on_fit_end(self, trainer) -> None:
-        summary = summarize(trainer.history)
-        medians = {k: summary[k] for k in ("median_run_s", "median_samples_per_s", "median_tflops", "median_mfu")
-                   if summary.get(k) is not None}
+        summary = run_summary(trainer)
+        medians = {k: summary[k] for k in ("median_run_s", "median_samples_per_s", "median_tflops", "median_mfu",
+                                           *GOAL_KEYS) if summary.get(k) is not None}
         metrics = {f"hparam/{k}": float(v) for k, v in {**summary["final"], **medians}.items()}
         hparams = {**flat_config(self.config), "world_size": self.info["world_size"]}
         self.writer.add_hparams(hparams, metrics, run_name=".")  # "." = this folder, beside the scalars
@@ -187,9 +194,15 @@ class WandbLogger(StepLogger):
 
         table = pd.DataFrame(trainer.history).drop(columns=["ranks", "gpu_ranks"], errors="ignore")
         self.run.log({"epochs_table": self.wandb.Table(dataframe=table)})
-        summary = summarize(trainer.history)
+        summary = run_summary(trainer)
         self.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         self.run.summary.update({f"final/{k}": v for k, v in summary["final"].items()})
+        if summary["target"] is not None:  # "not reached" says so: target_reached false, no time
+            self.run.summary.update({"target": summary["target"], "target_reached": summary["target_reached"]})
+        self.run.define_metric("validation/elapsed_s")
+        self.run.define_metric("validation/*", step_metric="validation/elapsed_s")  # a metric against wall time
+        for entry in trainer.goals.validations:
+            self.run.log({f"validation/{k}": v for k, v in entry.items()})
         self.run.finish()
         self.wandb.teardown()  # flush and stop W&B's service process now, not at interpreter exit
         self.console.print(self._where())

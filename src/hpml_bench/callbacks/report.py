@@ -49,6 +49,33 @@ def bubble_share(record: dict[str, Any]) -> float:
     return record["bubble_s"] / step_s if step_s > 0 else 0.0
 
 
+def run_summary(trainer) -> dict[str, Any]:
+    """summarize() plus the run's goals: target, time_to_target_s, epochs_to_target, early stop,
+    the monitored metric's best value and the sweep objective (train/targets.py)."""
+    return {**summarize(trainer.history), **trainer.goals.summary()}
+
+
+def goals_text(summary: dict[str, Any]) -> str:
+    """The table's footer line on the target and early stopping ('' with neither)."""
+    parts = []
+    if summary.get("target"):
+        if summary["target_reached"]:
+            epochs = summary["epochs_to_target"]
+            parts.append(f"time to target {summary['target']}: {summary['time_to_target_s']:.2f} s "
+                         f"(training + validation), {epochs} epoch{'' if epochs == 1 else 's'}")
+        else:
+            best = summary.get("target_best")
+            parts.append(f"target {summary['target']}: not reached in {summary['epochs']} epoch{'' if summary['epochs'] == 1 else 's'}"
+                         + (f" (best {best:.4g})" if best is not None else ""))
+    if summary.get("stop_reason") == "target":
+        parts.append("stopped at the target (trainer.stop_at_target)")
+    elif summary.get("stop_reason") == "early_stop":
+        early = summary["early_stop"]
+        parts.append(f"stopped early: {early['monitor']} did not improve by more than {early['min_delta']:g} "
+                     f"in {early['patience']} validations (best {early['best']:.4g})")
+    return "; ".join(parts)
+
+
 def rank_table(history: list[dict[str, Any]], hosts: list[str] | None = None, threshold: float = 0.25) -> pd.DataFrame:
     """One row per (epoch, rank): where each rank's time went and whether it straggled
     (stragglers.py); the rank's host."""
@@ -73,7 +100,7 @@ class EpochReport(Callback):
         self.named: set[int] = set()  # stragglers already named (one line each per run)
 
     def on_epoch_end(self, trainer, record: dict) -> None:
-        metric = trainer.task.monitor
+        metric = trainer.goals.monitor
         tag = " (warm-up)" if record["warmup"] else ""
         self.console.print(
             f"epoch {record['epoch']}/{trainer.cfg.epochs}{tag}: data {record['data_s']:.2f}s  "
@@ -93,15 +120,16 @@ class EpochReport(Callback):
             if not ranks <= self.named:
                 print(f"hpml: {line}", file=sys.stderr, flush=True)
             self.named |= ranks
+        self.folder.write_text(self.folder.validations, pd.DataFrame(trainer.goals.validations).to_csv(index=False))
 
     def on_fit_end(self, trainer) -> None:
-        summary = {**self.info, **summarize(trainer.history)}
+        summary = {**self.info, **run_summary(trainer)}
         self.folder.write_json(self.folder.summary, summary)
-        self.console.print(epoch_table(trainer.history, trainer.task.monitor, self.info))
+        self.console.print(epoch_table(trainer.history, trainer.goals.monitor, self.info, goals_text(summary)))
         self.console.print(f"run folder: {self.folder}")
 
 
-def epoch_table(history: list[dict[str, Any]], metric: str, info: dict[str, Any]) -> Table:
+def epoch_table(history: list[dict[str, Any]], metric: str, info: dict[str, Any], footer: str = "") -> Table:
     title = (f"{info['model']} on {info['dataset']} | strategy {info['strategy']} x{info['world_size']} | "
              f"batch {info['batch_per_rank']}/rank, {info['global_batch']} global | {info['device']}")
     table = Table(title=title)
@@ -116,7 +144,8 @@ def epoch_table(history: list[dict[str, Any]], metric: str, info: dict[str, Any]
                       _percent(r.get("mfu")), f"{r['mem_peak_gib']:.2f}", f"{r['train_loss']:.4f}",
                       f"{r.get(metric, float('nan')):.4f}")
     caption = split_caption(summarize(history), info) if split else None
-    table.caption = "* warm-up epoch: left out of summary means. " + flops_caption(info) + (f"\n{caption}" if caption else "")
+    table.caption = ((f"{footer}\n" if footer else "") + "* warm-up epoch: left out of summary means. " + flops_caption(info)
+                     + (f"\n{caption}" if caption else ""))
     return table
 
 

@@ -13,16 +13,20 @@ from hpml_bench.strategies.split import split_record
 class EpochTimer(Callback):
     """data_s: time blocked on the loader; train_s: H2D + forward + loss + backward + step +
     metric update; run_s: the epoch's wall time. Asynchronous GPU work is counted either by a
-    synchronize at each step's end (timing=exact) or by CUDA events (timing=events)."""
+    synchronize at each step's end (timing=exact) or by CUDA events (timing=events).
+    A validation inside the epoch (trainer.val_every_steps) is left out of run_s: the trainer
+    adds it to the epoch's val_s, so run_s + val_s stays the epoch's wall time."""
 
     def __init__(self, timing: str = "exact"):
         self.timing = timing
+        self.in_epoch = False  # between an epoch's first step and its end
 
     def on_train_epoch_start(self, trainer) -> None:
         self.sync = trainer.strategy.synchronize
         self.use_events = self.timing == "events" and trainer.strategy.device.type == "cuda"
         self.events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
-        self.data_s = self.train_s = 0.0
+        self.data_s = self.train_s = self.mid_val_s = 0.0
+        self.in_epoch = True
         self.sync()
         self.split_before = trainer.strategy.split.totals()  # the strategy's clock, read (never reset)
         self.epoch_start = time.perf_counter()
@@ -46,7 +50,8 @@ class EpochTimer(Callback):
 
     def on_train_epoch_end(self, trainer, record: dict) -> None:
         self.sync()
-        record["run_s"] = time.perf_counter() - self.epoch_start
+        record["run_s"] = time.perf_counter() - self.epoch_start - self.mid_val_s
+        self.in_epoch = False
         if self.use_events:
             self.train_s = sum(start.elapsed_time(end) for start, end in self.events) / 1000
         record["data_s"] = self.data_s
@@ -61,3 +66,5 @@ class EpochTimer(Callback):
     def on_validation_end(self, trainer, record: dict) -> None:
         self.sync()
         record["val_s"] = time.perf_counter() - self.val_start
+        if self.in_epoch:  # a mid-epoch validation (trainer.val_every_steps)
+            self.mid_val_s += record["val_s"]

@@ -8,8 +8,10 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from hpml_bench.cli.sweep import failed_trial, trial_objective, with_optuna_direction
 from hpml_bench.config.groups import CONF_DIR, check_group_choices
 from hpml_bench.errors import HpmlError, WriteError, report_error
 from hpml_bench.faults.preemption import restarted
@@ -35,6 +37,8 @@ def train_command(args: list[str]) -> int:
         return 0
     args = with_resumed_overrides(with_restart_resume(args))
     check_group_choices(args)  # also under --cfg / -m, where Hydra's own message is long or late
+    if "-m" in args or "--multirun" in args:
+        args = with_optuna_direction(args)  # the sweeper optimizes the way the trials' objective goes
     if not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
         # Check the config and the run folder before Hydra makes a folder and starts,
         # so mistakes read as one line and leave nothing behind.
@@ -58,7 +62,8 @@ def train_command(args: list[str]) -> int:
 # hpml's conf/ (the repository's top level, or the wheel's hpml_bench/conf); the user's folder
 # goes before it through the hydra_plugins/hpml_config_dir search-path plugin.
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="train")
-def _train(cfg: DictConfig) -> None:
+def _train(cfg: DictConfig) -> float:
+    """One run; returns its objective (trainer.objective), which a sweeper such as Optuna's reads."""
     # Imported here: `hpml train --cfg job` and -m's planning never need the training stack.
     from hpml_bench.train.run import run_training
 
@@ -67,6 +72,8 @@ def _train(cfg: DictConfig) -> None:
     try:
         run_training(cfg, folder, list(hc.overrides.task), OmegaConf.to_container(hc.runtime.choices))
     except Exception as exc:
+        if hc.mode == RunMode.MULTIRUN:  # a trial of a sweep: a bad score, and the sweep goes on
+            return failed_trial(exc, folder, hc)
         if not isinstance(exc, HpmlError) and not is_write_failure(exc):
             raise
         error = exc if isinstance(exc, HpmlError) else write_error(getattr(exc, "filename", None) or folder, exc)
@@ -75,6 +82,7 @@ def _train(cfg: DictConfig) -> None:
             error = WriteError(f"{error}, then {resume}")
         folder.remove_if_empty()  # Hydra made it for this run; a failed start leaves no empty folder
         sys.exit(report_error(error))
+    return trial_objective(folder, hc)
 
 
 def run_hydra(overrides: list[str]) -> int:

@@ -3,9 +3,9 @@
 ```
 runs/<timestamp or $HPML_RUN_ID>/
   config.yaml  overrides.yaml  config_dir.txt  model_source.json   what the run was started with
-  epochs.csv  ranks.csv  summary.json                                 what it measured
+  epochs.csv  ranks.csv  summary.json  validations.csv               what it measured
   checkpoints/  last.pt (last.<k>.pt)  best.pt  each with <name>.sha256, and .hpml.write.lock
-  .hpml.lock   tb/  wandb/  traces/  export/<format>/  eval/  cam/
+  .hpml.lock   tb/  wandb/  traces/  export/<format>/  eval/  cam/   failed.json (a failed sweep trial)
 ```
 Everything else asks a `RunFolder` for a path; the writes (temp file, fsync, rename), the lock
 and the checksums behind these names live beside it in this package.
@@ -37,6 +37,9 @@ class RunFolder:
     EPOCHS = "epochs.csv"
     RANKS = "ranks.csv"
     SUMMARY = "summary.json"
+    FAILED = "failed.json"  # a sweep trial that failed: its error line (the sweep went on)
+    SWEEP = "multirun.yaml"  # Hydra's record of a sweep, in the folder above its trials
+    VALIDATIONS = "validations.csv"  # every validation: epochs trained, elapsed_s, scores (time to target)
     CONFIG_DIR = "config_dir.txt"  # the user's config folder it was composed from
     MODEL_SOURCE = "model_source.json"  # where an outside model's code came from
     LOCK = lock.LOCK  # the live run's lock (runfolder/lock.py)
@@ -69,6 +72,8 @@ class RunFolder:
     epochs = property(lambda self: self.path / self.EPOCHS)
     ranks = property(lambda self: self.path / self.RANKS)
     summary = property(lambda self: self.path / self.SUMMARY)
+    validations = property(lambda self: self.path / self.VALIDATIONS)
+    failed = property(lambda self: self.path / self.FAILED)
     config_dir = property(lambda self: self.path / self.CONFIG_DIR)
     model_source = property(lambda self: self.path / self.MODEL_SOURCE)
     lock_file = property(lambda self: self.path / self.LOCK)
@@ -176,6 +181,17 @@ class RunFolder:
         with contextlib.suppress(OSError):
             if self.path.is_dir() and not any(self.path.iterdir()):
                 self.path.rmdir()
+
+    @property
+    def is_sweep(self) -> bool:
+        """A sweep's folder (`hpml train -m`): its trials are run folders below it."""
+        return (self.path / self.SWEEP).is_file()
+
+    def failed_below(self) -> Iterator["RunFolder"]:
+        """The sweep trials at or below this path that failed (failed.json, no summary)."""
+        for path in sorted(f.parent for f in self.path.rglob(self.FAILED)):
+            if not RunFolder(path).finished:
+                yield RunFolder(path)
 
     def runs_below(self) -> Iterator["RunFolder"]:
         """The finished run folders at or below this path (a multirun or bench folder)."""

@@ -26,6 +26,9 @@ class Task:
     # The metric that decides best.pt, and whether larger is better.
     monitor = "val_loss"
     monitor_higher_is_better = False
+    # The keys of metrics(), known without building them (torchmetrics is slow to import): the
+    # names a target, early stopping or trainer.monitor may name are checked against them.
+    metric_names: tuple[str, ...] = ()
 
     def __init__(self, num_classes: int):
         self.num_classes = num_classes
@@ -43,6 +46,11 @@ class Task:
 
     def metrics(self) -> MetricCollection:
         raise NotImplementedError
+
+    @classmethod
+    def logged_metrics(cls) -> list[str]:
+        """Every score a run logs per validation (val_*) and per epoch (train_*)."""
+        return [f"{split}_{name}" for split in ("val", "train") for name in ("loss", *cls.metric_names)]
 
 
 def build_task(name: str, num_classes: int) -> Task:

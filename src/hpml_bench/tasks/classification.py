@@ -15,6 +15,7 @@ class Classification(Task):
     name = "classification"
     monitor = "val_acc"
     monitor_higher_is_better = True
+    metric_names = ("acc",)  # the keys of metrics()
 
     def metrics(self) -> MetricCollection:
         # Imported here, not at the top, and through light_torchmetrics (without its scipy and

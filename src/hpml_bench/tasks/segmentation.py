@@ -20,6 +20,7 @@ class Segmentation(Task):
     name = "segmentation"
     monitor = "val_miou"
     monitor_higher_is_better = True
+    metric_names = ("miou", "dice", "pixel_acc")  # the keys of metrics()
 
     def metrics(self) -> MetricCollection:
         # Imported here: torchmetrics costs ~1.6 s of start-up (scipy, matplotlib), see classification.py.

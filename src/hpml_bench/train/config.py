@@ -31,6 +31,7 @@ from hpml_bench.strategies import STRATEGIES
 from hpml_bench.tasks import TASKS
 from hpml_bench.train.finetune import check_transfer
 from hpml_bench.train.optim import OptimizerConfig, SchedulerConfig
+from hpml_bench.train.targets import check_goals
 from hpml_bench.train.trainer import TrainerConfig
 
 
@@ -59,6 +60,7 @@ class TrainConfig:
         self.model = fill_from_dataset(self.model, self.dataset, self.task)
         self.model, self.dataset = resolve_image_size(self.model, self.dataset)
         check_transfer(self)
+        check_goals(self.trainer, TASKS.get(self.task).logged_metrics())  # targets name metrics the run logs
         check_memory_snapshot(self.profiler, self.device)
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hpml_bench.callbacks import build_callbacks
@@ -198,7 +200,15 @@ def _run_info(cfg: TrainConfig, strategy: Strategy, model: torch.nn.Module, choi
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "trial": _sweep_trial(),  # its number in a sweep (`hpml train -m`): hpml report ranks the trials
     }
+
+
+def _sweep_trial() -> int | None:
+    """The Hydra job number when this run is one trial of a sweep, else None."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return int(HydraConfig.get().job.num)
 
 
 def _pin_image_size(dcfg: DictConfig, cfg: TrainConfig) -> None:

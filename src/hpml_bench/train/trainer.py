@@ -20,10 +20,11 @@ from hpml_bench.strategies import Strategy
 from hpml_bench.strategies.step import compile_mode
 from hpml_bench.tasks import Task
 from hpml_bench.train.flops import Throughput
+from hpml_bench.train.targets import Goals, GoalsConfig, check_goals
 
 
 @dataclass
-class TrainerConfig:
+class TrainerConfig(GoalsConfig):  # the target, early-stop and monitor keys: train/targets.py
     epochs: int = 4  # training epochs
     # Leading epochs marked warm-up and left out of summary means and speedups.
     warmup_epochs: int = 1
@@ -100,6 +101,7 @@ class TrainerConfig:
             raise HpmlError(f"trainer.straggler_threshold={self.straggler_threshold} must be positive (0.25 = 25 % slower)")
         if self.max_nonfinite_steps <= 0:
             raise HpmlError(f"trainer.max_nonfinite_steps={self.max_nonfinite_steps} must be positive")
+        check_goals(self)
 
 
 class Trainer:
@@ -123,6 +125,7 @@ class Trainer:
         self.epoch = 0
         self.finite = FiniteWatch(cfg.on_nonfinite, cfg.max_nonfinite_steps, strategy, saved=lambda: bool(self.history))
         self.position = (0, 0)
+        self.goals = Goals(cfg, task.monitor)  # target, early stop, monitor (train/targets.py)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -138,9 +141,12 @@ class Trainer:
             record.update(self.train_epoch(epoch))
             if self.stopped_at:
                 return self.history
-            record.update(self.validate())
+            record.update(self._epoch_validation())
+            done = self.goals.see_epoch(record)  # time to target, early stop
             self.history.append(record)
             self._fire("on_epoch_end", record)
+            if done:
+                break
             if epoch + 1 < self.cfg.epochs and self.stop.should_stop(self.strategy, None):
                 self.stopped_at = (epoch + 1, 0)
                 return self.history
@@ -158,6 +164,8 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.strategy.device)
         samples = 0
         self._fire("on_train_epoch_start")
+        self.goals.start_epoch()
+        self._mid_val: list[dict[str, Any]] = []  # this epoch's mid-epoch validations (val_every_steps)
         steps = self.steps_per_epoch
         accum = self.cfg.grad_accum_steps
         self.finite.start_epoch(steps, first, self.strategy.device)
@@ -176,7 +184,7 @@ class Trainer:
             loss_sum += out.loss * out.n if self.cfg.on_nonfinite == "stop" else torch.nan_to_num(out.loss * out.n, 0, 0, 0)
             samples += out.n
             self._fire("on_step_end", out)
-            if last:
+            if last or self._mid_epoch_validation(epoch, i, steps):
                 break
             if (i + 1) % self.cfg.stop_check_every == 0:
                 self.finite.check(epoch, i)
@@ -243,6 +251,26 @@ class Trainer:
         record.update(self._reduced_scores("val", loss_sum, samples, self.val_metrics))
         return record
 
+    def _mid_epoch_validation(self, epoch: int, i: int, steps: int) -> bool:
+        """Validate after every cfg.val_every_steps batches of the epoch (its last validates at the
+        end anyway); True: a goal was met and the epoch ends here."""
+        every = self.cfg.val_every_steps
+        if not every or (i + 1) % every:
+            return False
+        with torch.random.fork_rng(devices=[]):  # the val loader draws a seed: training's RNG stays as without
+            scores = self.validate()  # the timer counts it in val_s, not in run_s
+        self.strategy.train(True)
+        self._mid_val.append(scores)
+        elapsed = self.strategy.reduce(torch.tensor(self.goals.elapsed_in_epoch(), dtype=torch.float64), "max").item()
+        return self.goals.see(scores, epoch, i + 1, steps, self.goals.clock_s + elapsed)
+
+    def _epoch_validation(self) -> dict[str, Any]:
+        """The epoch's scores (those of the mid-epoch validation a goal ended it at, if one did);
+        its val_s counts the mid-epoch validations too."""
+        scores = dict(self._mid_val.pop()) if self.goals.stop_reason else self.validate()
+        scores["val_s"] += sum(v["val_s"] for v in self._mid_val)
+        return scores
+
     def _reduced_scores(self, prefix: str, loss_sum: torch.Tensor, samples: int, metrics) -> dict[str, float]:
         totals = self.strategy.reduce(torch.stack([loss_sum.float().cpu(), torch.tensor(float(samples))]), "sum")
         scores = {f"{prefix}_loss": (totals[0] / totals[1].clamp(min=1)).item()}
@@ -282,6 +310,7 @@ class Trainer:
             "scheduler": s.scheduler.state_dict() if s.scheduler is not None else None,
             "scaler": s.scaler.state_dict(),
             "history": self.history,
+            "goals": self.goals.state_dict(mid_epoch=self.stopped_at is not None and self.stopped_at[1] > 0),
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
@@ -294,6 +323,7 @@ class Trainer:
             s.scheduler.load_state_dict(state["scheduler"])
         s.scaler.load_state_dict(state["scaler"])
         self.history = list(state["history"])
+        self.goals.load_state_dict(state.get("goals"), self.history)
         self.start_epoch, self.start_step = state["epoch"], state.get("step", 0)
         if self.start_step:
             self._resume_rng = state["rng"]  # set when the resumed epoch's loader has started

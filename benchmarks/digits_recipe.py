@@ -52,7 +52,7 @@ def folder_name(variant: str, seed: int) -> str:
 
 def hpml(out: Path, *args: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "HPML_RUN_ID": ""}
-    proc = subprocess.run([sys.executable, "-m", "hpml_bench", *args], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "hpml_bench", *args], env=env, capture_output=True, text=True, check=False)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     log = out / "logs" / f"{args[0]}-{len(list((out / 'logs').iterdir()))}.log"
     log.write_text(f"$ hpml {' '.join(args)}\n{proc.stdout}\n{proc.stderr}")

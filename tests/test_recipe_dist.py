@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 import torch
-from test_strategies_dist import BASE, train
+from test_strategies_dist import train
 
 pytestmark = pytest.mark.dist
 

@@ -3,6 +3,8 @@ checkpoints/ema.pt and carried through a resume; export, eval, predict and cam w
 checkpoint=ema; eval's test-time augmentation; the digits data set."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -33,7 +35,10 @@ def ema_runs(tmp_path_factory):
     learning rate: a schedule's length depends on trainer.epochs, which the resume changes)."""
     root = tmp_path_factory.mktemp("ema")
     recipe = [*RECIPE, "scheduler=constant"]
-    assert main(["train", *TINY, *recipe, "trainer.epochs=3", f"run_dir={root / 'whole'}"]) == 0
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["train", *TINY, *recipe, "trainer.epochs=3", f"run_dir={root / 'whole'}"]) == 0
+    (root / "whole.log").write_text(out.getvalue())
     assert main(["train", *TINY, *recipe, "trainer.epochs=1", f"run_dir={root / 'part'}"]) == 0
     assert main(["train", f"resume={root / 'part'}", "trainer.epochs=3"]) == 0
     return root
@@ -41,6 +46,7 @@ def ema_runs(tmp_path_factory):
 
 def test_ema_is_validated_checkpointed_and_survives_resume(ema_runs):
     whole = ema_runs / "whole"
+    assert "val_ema_acc " in (ema_runs / "whole.log").read_text()  # the epoch line names it
     epochs = pd.read_csv(whole / "epochs.csv")
     assert {"val_acc", "val_loss", "val_ema_acc", "val_ema_loss"} <= set(epochs.columns)
     assert epochs["val_ema_acc"].between(0, 1).all()

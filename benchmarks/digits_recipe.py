@@ -1,9 +1,10 @@
 """The digits experiment: does a recipe reach the plain run's final accuracy in at most 0.7 of its time?
 
 Trains `experiment=digits_plain` and `experiment=digits_recipe` (scikit-learn's handwritten digits,
-500 training and 1,297 validation images at 32 px) for each seed, alternating the order per seed
-(plain-recipe, recipe-plain, ...), then (--ablations) the recipe with one lever taken out (or
-added) at a time. From each run's epochs.csv:
+500 training and 1,297 validation images at 32 px) and, with --ablations, the recipe with one
+lever taken out (or added) at a time: for each seed every variant once, the order rotated from
+seed to seed, so each run's time is compared with the same seed's plain run from minutes before
+or after. From each run's epochs.csv:
 
 - its final accuracy: val_ema_acc where the run keeps an EMA (the recipe's model is its average,
   decided before measuring: `checkpoint=ema` is what it exports), else val_acc;
@@ -15,8 +16,7 @@ added) at a time. From each run's epochs.csv:
 Every run uses one CPU thread (OMP_NUM_THREADS=1): on the shared 2-core machine two threads ran a
 step ~10x slower than one while other jobs ran. Run it under the measurement lock:
 
-    flock /tmp/hpml-measure.lock python benchmarks/digits_recipe.py --out digits-results
-    flock /tmp/hpml-measure.lock python benchmarks/digits_recipe.py --out digits-results --ablations --skip-main
+    flock /tmp/hpml-measure.lock python benchmarks/digits_recipe.py --out digits-results --ablations
     python benchmarks/digits_recipe.py --out digits-results --analyze   # the tables again, nothing run
 """
 from __future__ import annotations
@@ -60,10 +60,17 @@ def hpml(out: Path, *args: str) -> None:
         raise SystemExit(f"hpml {' '.join(args)} failed ({proc.returncode}); see {log}")
 
 
+def run_order(names: list[str], k: int) -> list[str]:
+    """The k-th seed's order: rotated by a third of the list per seed, reversed on odd k, so no
+    variant always runs first or last (the shared machine's load drifts over minutes)."""
+    shift = (k * len(names) // 3) % len(names)
+    rotated = names[shift:] + names[:shift]
+    return rotated[::-1] if k % 2 else rotated
+
+
 def train(out: Path, variants: dict[str, list[str]], seeds: list[int]) -> None:
     for k, seed in enumerate(seeds):
-        names = list(variants) if k % 2 == 0 else list(variants)[::-1]  # alternate who goes first
-        for name in names:
+        for name in run_order(list(variants), k):
             run = out / "runs" / folder_name(name, seed)
             if (run / "summary.json").is_file():
                 continue
@@ -159,15 +166,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=Path("digits-results"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ablations", action="store_true", help="also the recipe with one lever changed")
-    parser.add_argument("--skip-main", action="store_true", help="plain and recipe are already there")
     parser.add_argument("--analyze", action="store_true", help="read the run folders only")
     args = parser.parse_args(argv)
     if not args.analyze:
-        if not args.skip_main:
-            train(args.out, MAIN, args.seeds)
-            tta_scores(args.out, args.seeds)
-        if args.ablations:
-            train(args.out, ABLATIONS, args.seeds)
+        train(args.out, {**MAIN, **ABLATIONS} if args.ablations else MAIN, args.seeds)
+        tta_scores(args.out, args.seeds)
     result = analyze(args.out, [*MAIN, *ABLATIONS], args.seeds)
     if all((args.out / "runs" / folder_name("recipe", s) / "eval" / "val-ema.json").is_file() for s in args.seeds):
         tta = tta_scores(args.out, args.seeds)

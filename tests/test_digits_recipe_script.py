@@ -57,3 +57,11 @@ def test_the_experiments_it_runs_compose():
     script = _script()
     for overrides in {**script.MAIN, **script.ABLATIONS}.values():
         to_train_config(compose_train([*overrides, *script.COMMON, "trainer.seed=1"]))
+
+
+def test_each_seed_runs_every_variant_in_another_order():
+    script = _script()
+    names = list({**script.MAIN, **script.ABLATIONS})
+    orders = [script.run_order(names, k) for k in range(3)]
+    assert all(sorted(o) == sorted(names) for o in orders)
+    assert len({o[0] for o in orders}) == 3 and len({o.index("plain") for o in orders}) == 3

@@ -96,7 +96,7 @@ def test_eval_repeats_the_runs_classification_validation(cls_run, capsys):
     (["split=train"], "split=train: use val or test"),
     (["format=onnx"], "no onnx export in"),
     (["dataset.image_size=64"], "dataset.image_size=64 would change what the model sees"),
-    (["checkpoint=middle"], "checkpoint=middle: use best or last"),
+    (["checkpoint=middle"], "checkpoint=middle: use best, last or ema"),
 ])
 def test_eval_mistakes_are_one_line(cls_run, capsys, args, message):
     before = sorted(p.name for p in cls_run.rglob("*"))

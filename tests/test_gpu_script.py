@@ -30,12 +30,13 @@ def test_dry_run_prints_every_row_and_an_unmeasured_table(tmp_path):
     assert proc.returncode == 0, proc.stderr
     trains = [line[len("+ hpml train "):] for line in proc.stdout.splitlines() if line.startswith("+ hpml train ")]
     assert [shlex.split(t)[-1].rsplit("/", 1)[-1] for t in trains] == [
-        "r50_synth", "r50_ddp1", "r50_fsdp1", "r50_cache", "r50_jpeg_gpu", "r18_32", "r18_32_ro", "split_hta"]
+        "r50_synth", "r50_ddp1", "r50_fsdp1", "r50_cache", "r50_jpeg_gpu", "r18_32", "r18_32_ro", "split_hta",
+        "cifar10_speed"]
     assert all("strategy.backend=nccl" in t for t in trains if "/r50_ddp1" in t or "/r50_fsdp1" in t)
     assert "+ python benchmarks/loop_overhead.py --device cuda --rounds 5" in proc.stdout
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing ran
     table = (tmp_path / "gpu_table.md").read_text()
-    assert table.count("not measured") == 12 and table in proc.stdout
+    assert table.count("not measured") == 13 and table in proc.stdout
     # every command is a config hpml accepts (options of the startup branch: checked once merged)
     pending = []
     for line in trains:
@@ -95,3 +96,24 @@ def test_table_shows_the_split_the_nccl_row_and_the_gpu_state(tmp_path):
     assert verdict == "met"  # 1% exposed
     assert rows["FSDP world size 1: train_s split"][0].startswith("compute 0.950 s, comm 0.040 s, exposed 0.200 s")
     assert rows["NCCL (DDP world size 1): version, bytes and GB/s per step"][0] == "NCCL 2.27.3; 102.2 MB per step at 310.5 GB/s"
+
+
+def test_speed_recipe_row_reads_the_time_to_94_percent(tmp_path):
+    """The cifar10_speed row: the first epoch whose EMA accuracy reaches 0.94, its cumulative
+    training + validation time; "not reached" with the final accuracy otherwise."""
+    import pandas as pd
+
+    gpu_rows = _gpu_rows()
+    run = tmp_path / "runs" / "cifar10_speed"
+    run.mkdir(parents=True)
+    epochs = pd.DataFrame({"epoch": [1, 2, 3, 4], "run_s": [30.0, 5.0, 5.0, 5.0], "val_s": [1.0, 1.0, 1.0, 1.0],
+                           "val_acc": [0.5, 0.95, 0.93, 0.96], "val_ema_acc": [0.4, 0.92, 0.941, 0.95]})
+    epochs.to_csv(run / "epochs.csv", index=False)
+    rows = {measure: (measured, verdict) for measure, _, measured, verdict in gpu_rows.table_rows(tmp_path)}
+    speed = next(k for k in rows if k.startswith("CIFAR-10 speed recipe"))
+    assert rows[speed] == ("43.0 s (epoch 3, 0.9410)", "met")  # the EMA's 0.941 at epoch 3, not val_acc's epoch 2
+    epochs.assign(val_ema_acc=[0.4, 0.9, 0.91, 0.93]).to_csv(run / "epochs.csv", index=False)
+    assert gpu_rows._speed_recipe(tmp_path) == ("not reached (final 0.9300)", "missed")
+    cfg = to_train_config(compose_train(["experiment=cifar10_speed"]))
+    assert (cfg.trainer.ema_decay, cfg.loss.label_smoothing, cfg.scheduler.name, cfg.model.small_input) == \
+        (0.999, 0.1, "onecycle", True)

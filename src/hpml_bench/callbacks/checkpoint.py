@@ -1,5 +1,5 @@
 """Checkpoints: last.pt every N epochs, best.pt when the monitored metric (trainer.monitor)
-improves at an epoch's end."""
+improves at an epoch's end, ema.pt (the weights' moving average, trainer.ema_decay) beside last.pt."""
 from __future__ import annotations
 
 import sys
@@ -7,6 +7,7 @@ import sys
 from hpml_bench.callbacks.base import Callback
 from hpml_bench.errors import WriteError
 from hpml_bench.runfolder import RunFolder
+from hpml_bench.strategies.ema import ema_weights
 
 
 class Checkpointer(Callback):
@@ -31,6 +32,10 @@ class Checkpointer(Callback):
         state = trainer.state_dict()
         try:
             trainer.strategy.save_checkpoint(self.folder.last, state, self.keep)
+            if state.get("ema") is not None:  # trainer.ema_decay: the average as a model's checkpoint
+                key = self.monitor.replace("val_", "val_ema_", 1)
+                trainer.strategy.save_checkpoint(self.folder.checkpoint("ema"),
+                                                 {"model": ema_weights(state["ema"]), "epoch": state["epoch"], key: record.get(key)})
             score = record.get(self.monitor)
             if score is not None and (self.best is None or (score > self.best if self.higher else score < self.best)):
                 trainer.strategy.save_checkpoint(self.folder.checkpoint("best"), {"model": state["model"], "epoch": state["epoch"], self.monitor: score})

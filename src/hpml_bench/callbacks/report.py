@@ -106,7 +106,7 @@ class EpochReport(Callback):
             f"epoch {record['epoch']}/{trainer.cfg.epochs}{tag}: data {record['data_s']:.2f}s  "
             f"train {record['train_s']:.2f}s  run {record['run_s']:.2f}s  val {record['val_s']:.2f}s  "
             f"{record['samples_per_s']:.1f} samples/s{rates_text(record)}  loss {record['train_loss']:.4f}  {metric} {record.get(metric, float('nan')):.4f}"
-            f"{hardware_text(record)}"
+            + ema_text(record, metric) + hardware_text(record)
         )
         import pandas as pd
 
@@ -147,6 +147,12 @@ def epoch_table(history: list[dict[str, Any]], metric: str, info: dict[str, Any]
     table.caption = ((f"{footer}\n" if footer else "") + "* warm-up epoch: left out of summary means. " + flops_caption(info)
                      + (f"\n{caption}" if caption else ""))
     return table
+
+
+def ema_text(record: dict, metric: str) -> str:
+    """'  val_ema_acc 0.9512' where the run keeps an EMA of its weights (trainer.ema_decay)."""
+    key = metric.replace("val_", "val_ema_", 1)
+    return f"  {key} {record[key]:.4f}" if key in record else ""
 
 
 def _tflops(value) -> str:

@@ -1,4 +1,4 @@
-"""hpml cam run=<run folder> images=<image file | folder> [checkpoint=best|last] [method=gradcam|gradcam++|scorecam|eigencam] [target=<class name or index>] [device=auto|cpu|cuda] [--gif]
+"""hpml cam run=<run folder> images=<image file | folder> [checkpoint=best|last|ema] [method=gradcam|gradcam++|scorecam|eigencam] [target=<class name or index>] [device=auto|cpu|cuda] [--gif]
 
 Grad-CAM heat maps of a trained run on images, into <run>/cam/: per image a PNG with the input,
 the class activation map and their overlay; --gif also assembles the overlays of a folder of
@@ -17,7 +17,7 @@ from hpml_bench.eval.cam import write_cams
 class CamConfig:
     run: str = ""  # the run folder
     images: str = ""  # an image file, or a folder of images (frames, with --gif)
-    checkpoint: str = "best"  # best | last
+    checkpoint: str = "best"  # best | last | ema (the weights' moving average, runs with trainer.ema_decay)
     method: str = "gradcam"  # gradcam | gradcam++ | scorecam | eigencam
     target: Optional[str] = None  # the class to explain, by name or index (null: the predicted class)
     device: str = "auto"  # auto | cpu | cuda

@@ -189,10 +189,9 @@ def config_page() -> str:
              "<overrides>` prints the composed result.\n\n",
              "## Top-level keys of `hpml train`\n\n"]
     rows = ["| key | type | default | description |", "|---|---|---|---|"]
-    for field in dataclasses.fields(TrainConfig):
-        if field.name not in GROUPS:
-            rows.append(f"| `{field.name}` | {_cell(type_name(TrainConfig, field))} | {_show(default_of(field))} "
-                        f"| {_cell(describe(TrainConfig, field.name))} |")
+    for key, kind, default, text in walk_fields(TrainConfig):  # nested nodes (loss.*) flattened
+        if key.split(".")[0] not in GROUPS:
+            rows.append(f"| `{key}` | {_cell(kind)} | {_show(default)} | {_cell(text)} |")
     parts.append("\n".join(rows) + "\n\n")
     for group in (*GROUPS, *TOP_LEVEL_EXTRA_GROUPS):
         if not _conf_dir().joinpath(group).is_dir():

@@ -1,10 +1,11 @@
-"""hpml eval run=<run folder> [checkpoint=best|last] [split=val|test] [format=eager|<exported format>] [dataset.<key>=...]
+"""hpml eval run=<run folder> [checkpoint=best|last|ema] [split=val|test] [format=eager|<exported format>] [tta=none|flip|multicrop] [dataset.<key>=...]
 
 Scores the run's model on a split of its own data set (or, with dataset.root=..., of
 another folder of the same layout) through the run's own preprocessing: accuracy and
 per-class precision/recall/F1 for classification; mIoU, per-class IoU and Dice for
 segmentation; a confusion matrix for both. `format=int8` (or any format `hpml export` wrote)
-scores that artifact the same way. Results: <run>/eval/<split>[-<format>][-<checkpoint>][-<folder>].json,
+scores that artifact the same way; `tta=flip` or `tta=multicrop` averages the model's
+predictions over augmented views. Results: <run>/eval/<split>[-<format>][-<checkpoint>][-tta_<form>][-<folder>].json,
 .md and _confusion.png.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""hpml export run=<run folder> format=torchscript|exported|aoti|onnx|int8 [checkpoint=best|last] [key=value ...]
+"""hpml export run=<run folder> format=torchscript|exported|aoti|onnx|int8 [checkpoint=best|last|ema] [key=value ...]
 
 Writes one checked artifact of a trained run into <run>/export/<format>[-<checkpoint>]/ with its
 meta.json: written into a temp folder, checked against the eager model (int8: scored on the

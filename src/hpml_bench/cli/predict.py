@@ -19,7 +19,7 @@ class PredictConfig:
     run: str = ""  # the run folder
     images: str = ""  # an image file or a folder of images
     format: str = "eager"  # eager (the checkpoint) or an exported format
-    checkpoint: str = "best"  # best | last
+    checkpoint: str = "best"  # best | last | ema (the weights' moving average, runs with trainer.ema_decay)
     topk: int = 3  # classes printed per image
     out: str = "predictions"  # where segmentation masks are written
     threads: Optional[int] = None  # torch CPU threads (null = torch's default)

@@ -3,6 +3,7 @@ from hpml_bench.data import (  # noqa: F401  (registers)
     cache,
     cifar10,
     csv_images,
+    digits,
     image_folder,
     lgg_mri,
     seg_folder,

@@ -15,6 +15,7 @@ DATASETS: Registry = Registry("dataset")
 SOURCES: Registry = Registry("data source")
 
 WORKER_STARTS = ("auto", "fork", "forkserver", "spawn")
+SAMPLERS = ("random", "balanced")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -45,6 +46,9 @@ class DatasetConfig:
     timeout_s: float = 0
     drop_last: bool = False  # drop the last incomplete training batch
     augment: bool = True  # random flips (and crops where set) on the training split
+    # The training split's order: random (each sample once an epoch) | balanced (classes drawn
+    # equally often, with replacement: for imbalanced labels; classification only).
+    sampler: str = "random"
 
     # What `hpml prepare` caches when no task= is given.
     default_task: ClassVar[str] = "classification"
@@ -61,6 +65,8 @@ class DatasetConfig:
                 raise HpmlError(f"dataset.{knob}={getattr(self, knob)} must be positive")
         if self.num_workers < 0:
             raise HpmlError(f"dataset.num_workers={self.num_workers} must be 0 or more")
+        if self.sampler not in SAMPLERS:
+            raise HpmlError(f"dataset.sampler={self.sampler}: use one of {', '.join(SAMPLERS)}")
         if self.worker_start not in WORKER_STARTS:
             raise HpmlError(f"dataset.worker_start={self.worker_start}: use one of {', '.join(WORKER_STARTS)}")
 

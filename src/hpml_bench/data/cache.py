@@ -163,6 +163,11 @@ class CachedImages(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    @property
+    def targets(self) -> np.ndarray:
+        """Every sample's target (class labels: what loss.class_weights=auto and the balanced sampler count)."""
+        return np.asarray(self._open()[1])
+
     def _open(self):
         if self._arrays is None:
             self._arrays = tuple(np.load(p, mmap_mode="r") for p in self.paths)

@@ -12,6 +12,7 @@ from hpml_bench.data.base import DATASETS, SOURCES, DatasetConfig
 from hpml_bench.data.collate import batch_collate, skip_none_collate
 from hpml_bench.data.device_loader import DeviceLoader
 from hpml_bench.data.gpu_decode import device_decoded
+from hpml_bench.data.labels import class_labels
 from hpml_bench.errors import HpmlError
 
 
@@ -34,7 +35,7 @@ def build_loaders(cfg: DatasetConfig, strategy, task: str, seed: int) -> tuple[D
         if hasattr(ds, "place_on"):
             ds.place_on(strategy.device)
     full = strategy.needs_full_batches  # micro-batching needs every batch whole (drops the rest)
-    sampler = strategy.sampler(train_ds, shuffle=True, seed=seed)
+    sampler = strategy.sampler(train_ds, shuffle=True, seed=seed, balance_labels=_balance_labels(cfg, train_ds, task))
     # A last training batch of one sample breaks batch norm ("expected more than 1 value per channel").
     lone_last = len(sampler) > 1 and len(sampler) % cfg.batch_size == 1
     start = strategy.worker_start_method if cfg.worker_start == "auto" else cfg.worker_start
@@ -44,6 +45,15 @@ def build_loaders(cfg: DatasetConfig, strategy, task: str, seed: int) -> tuple[D
     # The strategy moves batches to its device (prefetching on a GPU) and runs the data
     # set's batch_transform there (uint8 -> float, augmentation; see batch_transforms.py).
     return strategy.device_loader(train), strategy.device_loader(val)
+
+
+def _balance_labels(cfg: DatasetConfig, train_ds: Dataset, task: str) -> Optional[torch.Tensor]:
+    """dataset.sampler=balanced: the labels the sampler balances (None: the random order)."""
+    if cfg.sampler != "balanced":
+        return None
+    if task != "classification":
+        raise HpmlError(f"dataset.sampler=balanced draws by image label; {task} has none (use dataset.sampler=random)")
+    return class_labels(train_ds)
 
 
 def eval_loader(cfg: DatasetConfig, ds: Dataset, device: torch.device = torch.device("cpu"),

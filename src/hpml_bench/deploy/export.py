@@ -32,7 +32,7 @@ META = "meta.json"
 class ExportConfig:
     run: str = ""  # the run folder
     format: str = "torchscript"  # torchscript | exported | aoti | onnx | int8
-    checkpoint: str = "best"  # best | last
+    checkpoint: str = "best"  # best | last | ema (the weights' moving average, runs with trainer.ema_decay)
     calibration_batches: int = 8  # int8: training batches the observers see
     tolerance: float = 1e-4  # parity: max |artifact - eager| / max(1, max |eager|)
     parity_images: int = 8  # validation images the parity check runs

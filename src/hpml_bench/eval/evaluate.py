@@ -1,7 +1,7 @@
 """Scoring a trained run (or an exported artifact) on a split of its data set (`hpml eval`,
 cli/eval.py), through the run's own preprocessing: accuracy and per-class precision/recall/F1 for
 classification; mIoU, per-class IoU and Dice for segmentation; a confusion matrix for both.
-Results: <run>/eval/<split>[-<format>][-<checkpoint>][-<folder>].json, .md and _confusion.png.
+Results: <run>/eval/<split>[-<format>][-<checkpoint>][-tta_<form>][-<folder>].json, .md and _confusion.png.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from hpml_bench.deploy.predict import load_predictor
 from hpml_bench.errors import HpmlError
 from hpml_bench.eval.report import write_report
 from hpml_bench.eval.scores import SCORES
+from hpml_bench.eval.tta import with_tta
 from hpml_bench.tasks import build_task
 from hpml_bench.train.trained_run import load_config, load_trained
 
@@ -31,12 +32,15 @@ FIXED_KEYS = ("image_size", "channels", "center_crop", "mask_classes", "num_clas
 @dataclass
 class EvalConfig:
     run: str = ""  # the run folder
-    checkpoint: str = "best"  # best | last
+    checkpoint: str = "best"  # best | last | ema (the weights' moving average, runs with trainer.ema_decay)
     split: str = "val"  # val | test (where the data set has one)
     format: str = "eager"  # eager (the checkpoint) or a format `hpml export` wrote for it
     batch_size: Optional[int] = None  # null: the run's validation batch size
     device: str = "cpu"  # eager only: cpu | cuda | auto (artifacts run on CPU, as exported)
     threads: Optional[int] = None  # torch CPU threads (null = torch's default)
+    # Test-time augmentation: none | flip (the mirrored batch too) | multicrop (ten crops of a
+    # 1/0.875 upscale, classification); the views' probabilities are averaged.
+    tta: str = "none"
 
 
 def evaluate(cfg: EvalConfig, dataset_overrides: list[str] = ()) -> tuple[dict, list[Path]]:
@@ -50,12 +54,13 @@ def evaluate(cfg: EvalConfig, dataset_overrides: list[str] = ()) -> tuple[dict, 
     if getattr(split_cfg, "cache", False):  # the decode path gives the cache's pixels, for any split or folder
         split_cfg = dataclasses.replace(split_cfg, cache=False)
     model, artifact, device = _scored_model(trained, cfg)
+    model = with_tta(model, cfg.tta, build_task(trained.task, trained.model_cfg.num_classes))
     data = eval_loader(split_cfg, build_datasets(split_cfg, trained.task)[1], device, cfg.batch_size)
     start = time.perf_counter()
     metrics, per_class, confusion, samples = score(model, data, trained)
     seconds = time.perf_counter() - start
     result = {
-        "run": str(run_dir), "task": trained.task, "split": cfg.split, "checkpoint": cfg.checkpoint,
+        "run": str(run_dir), "task": trained.task, "split": cfg.split, "checkpoint": cfg.checkpoint, "tta": cfg.tta,
         "epoch": trained.epoch, "format": cfg.format, "artifact": artifact,
         "dataset": {"name": split_cfg.name, "root": split_cfg.root, "overrides": list(dataset_overrides)},
         "samples": samples, "metrics": metrics, "class_names": trained.class_names(), "per_class": per_class,
@@ -64,7 +69,8 @@ def evaluate(cfg: EvalConfig, dataset_overrides: list[str] = ()) -> tuple[dict, 
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     headline = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-    result["line"] = f"eval {cfg.split} ({cfg.format}, checkpoint {cfg.checkpoint}): {headline} on {samples} samples"
+    tta = "" if cfg.tta == "none" else f", tta {cfg.tta}"
+    result["line"] = f"eval {cfg.split} ({cfg.format}, checkpoint {cfg.checkpoint}{tta}): {headline} on {samples} samples"
     return result, write_report(result, trained.folder.eval_dir, report_stem(cfg, split_cfg, dataset_overrides))
 
 
@@ -131,6 +137,8 @@ def report_stem(cfg: EvalConfig, dataset_cfg, overrides: list[str]) -> str:
         parts.append(cfg.format)
     if cfg.checkpoint != "best":
         parts.append(cfg.checkpoint)
+    if cfg.tta != "none":
+        parts.append(f"tta_{cfg.tta}")
     if overrides:
         tag = Path(dataset_cfg.root).name if any(o.startswith("dataset.root=") for o in overrides) else "custom"
         parts.append(re.sub(r"[^A-Za-z0-9_.]+", "_", tag) or "custom")

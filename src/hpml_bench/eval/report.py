@@ -31,6 +31,7 @@ def write_report(result: dict, folder: Path, stem: str) -> list[Path]:
 
 def markdown(result: dict, png_name: str) -> str:
     what = result["format"] + ("" if result["format"] == "eager" else f" ({result['artifact']})")
+    what += "" if result.get("tta", "none") == "none" else f", test-time augmentation {result['tta']}"
     lines = [f"# eval: {result['run']} on {result['split']}", "",
              f"{result['task']}, checkpoint {result['checkpoint']} (epoch {result['epoch']}), {what}; "
              f"data set {result['dataset']['name']} at {result['dataset']['root']}, {result['samples']} samples "

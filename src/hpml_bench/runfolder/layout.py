@@ -4,7 +4,7 @@
 runs/<timestamp or $HPML_RUN_ID>/
   config.yaml  overrides.yaml  config_dir.txt  model_source.json   what the run was started with
   epochs.csv  ranks.csv  summary.json  validations.csv               what it measured
-  checkpoints/  last.pt (last.<k>.pt)  best.pt  each with <name>.sha256, and .hpml.write.lock
+  checkpoints/  last.pt (last.<k>.pt)  best.pt  ema.pt  each with <name>.sha256, and .hpml.write.lock
   .hpml.lock   tb/  wandb/  traces/  export/<format>/  eval/  cam/   failed.json (a failed sweep trial)
 ```
 Everything else asks a `RunFolder` for a path; the writes (temp file, fsync, rename), the lock
@@ -26,7 +26,8 @@ from hpml_bench.runfolder import checksums, lock, writes
 # holds the slowest rank's (most train_s), so that its parts add up to its train_s.
 SPLIT_COLUMNS = ("compute_s", "comm_s", "comm_exposed_s", "bubble_s", "overhead_s", "comm_bytes", "comm_gbps")
 RANK_COLUMNS = ("data_s", "train_s", "run_s", "samples", "mem_peak_gib", *SPLIT_COLUMNS)
-CHECKPOINTS = ("best", "last")  # the checkpoints a finished run offers to export / eval / cam / predict
+# The checkpoints a finished run offers to export / eval / cam / predict (ema: trainer.ema_decay's average).
+CHECKPOINTS = ("best", "last", "ema")
 
 
 class RunFolder:
@@ -90,7 +91,7 @@ class RunFolder:
         return self.checkpoint("last")
 
     def checkpoint(self, name: str) -> Path:
-        """checkpoints/<name>.pt (last, best)."""
+        """checkpoints/<name>.pt (last, best, ema)."""
         return self.checkpoints / f"{name}.pt"
 
     def export_dir(self, fmt: str, checkpoint: str = "best") -> Path:
@@ -110,14 +111,16 @@ class RunFolder:
         return json.loads(self.summary.read_text())
 
     def trained_checkpoint(self, name: str) -> Path:
-        """checkpoints/<best|last>.pt of a run, or an HpmlError naming the one to use instead."""
+        """checkpoints/<best|last|ema>.pt of a run, or an HpmlError naming the one to use instead."""
         if name not in CHECKPOINTS:
-            raise HpmlError(f"checkpoint={name}: use {' or '.join(CHECKPOINTS)}")
+            raise HpmlError(f"checkpoint={name}: use {', '.join(CHECKPOINTS[:-1])} or {CHECKPOINTS[-1]}")
         path = self.checkpoint(name)
         if not path.is_file():
             others = [c for c in CHECKPOINTS if self.checkpoint(c).is_file()]
             hint = f"use checkpoint={others[0]}" if others else \
                 "it saved none (trainer.checkpoint_every=0?); train it with checkpoints"
+            if name == "ema" and others:  # only a run trained with the average has one
+                hint = f"the run trained without trainer.ema_decay; {hint}"
             raise HpmlError(f"run={self.path}: no checkpoint {path.name} in checkpoints/; {hint}")
         return path
 

@@ -21,7 +21,7 @@ from hpml_bench.errors import HpmlError
 from hpml_bench.registry import Registry
 from hpml_bench.runfolder.checksums import atomic_torch_save, load_checkpoint_file
 from hpml_bench.runfolder.lock import writing_checkpoint
-from hpml_bench.strategies.sampler import ResumableSampler
+from hpml_bench.strategies.sampler import BalancedSampler, ResumableSampler
 from hpml_bench.strategies.split import SplitClock
 from hpml_bench.strategies.step import StepLoop, StepSettings, compile_mode
 
@@ -66,6 +66,9 @@ class Strategy(StepLoop):
         self.split = SplitClock(enabled=step.split)
 
     # -- life cycle -------------------------------------------------------------------
+    # trainer.ema_decay: the strategy keeps a whole copy of the model and validates it.
+    supports_ema = True
+
     @classmethod
     def preflight(cls, cfg, world_size: int) -> None:
         """Refuse impossible combinations (HpmlError) before any process starts.
@@ -73,6 +76,9 @@ class Strategy(StepLoop):
         `cfg` is the whole TrainConfig; world_size is how many processes will run."""
         if cfg.trainer.precision == "fp16" and not torch.cuda.is_available():
             raise HpmlError("trainer.precision=fp16 needs a CUDA GPU (GradScaler); use bf16 or fp32 on CPU")
+        if cfg.trainer.ema_decay and not cls.supports_ema:
+            raise HpmlError(f"trainer.ema_decay works with strategy=single, dp or ddp, not {cfg.strategy.name} "
+                            f"(each rank holds only part of the model); drop trainer.ema_decay")
 
     def setup(self) -> None:
         """Choose the device (and, for distributed strategies, join the process group)."""
@@ -113,11 +119,15 @@ class Strategy(StepLoop):
     # Strategies that split batches into micro-batches need every batch full.
     needs_full_batches = False
 
-    def sampler(self, dataset: Dataset, shuffle: bool, seed: int) -> DistributedSampler:
+    def sampler(self, dataset: Dataset, shuffle: bool, seed: int,
+                balance_labels: Optional[torch.Tensor] = None) -> DistributedSampler:
         """This rank's shard, reshuffled each epoch by set_epoch (also at world size 1,
-        so a resumed run sees the same order as an uninterrupted one)."""
+        so a resumed run sees the same order as an uninterrupted one); with `balance_labels`
+        (dataset.sampler=balanced) drawn so that every class comes equally often."""
 
         replicas, index = self.data_parallel
+        if balance_labels is not None:
+            return BalancedSampler(dataset, balance_labels, num_replicas=replicas, rank=index, seed=seed)
         return ResumableSampler(dataset, num_replicas=replicas, rank=index, shuffle=shuffle, seed=seed)
 
     def device_loader(self, loader):
@@ -138,12 +148,16 @@ class Strategy(StepLoop):
     # -- model ------------------------------------------------------------------------
     def prepare(self, model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
                 loss_fn: Callable, make_scheduler: Optional[Callable] = None,
-                logits_fn: Callable = lambda out: out) -> nn.Module:
+                logits_fn: Callable = lambda out: out, make_ema: Optional[Callable] = None,
+                eval_loss_fn: Optional[Callable] = None) -> nn.Module:
         """Place and wrap the model, then build the optimizer over the parameters this rank
-        trains (a pipeline stage's, FSDP's shards). Returns the module train_step calls."""
+        trains (a pipeline stage's, FSDP's shards). Returns the module train_step calls.
+        `make_ema` (trainer.ema_decay) makes the weights' moving average from the placed model;
+        `eval_loss_fn` is validation's loss (default: loss_fn)."""
         model = model.to(self.device)
         if self.step.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        self.ema = make_ema(model) if make_ema else None  # a copy of the plain model, before any wrapper
         self.model = self.wrap(model)
         self.optimizer = make_optimizer(self.model)
         mode = compile_mode(self.step.compile)
@@ -151,6 +165,7 @@ class Strategy(StepLoop):
             self.compile_model(mode)
         self.scheduler = make_scheduler(self.optimizer) if make_scheduler else None
         self.loss_fn, self.logits_fn = loss_fn, logits_fn
+        self.eval_loss_fn = eval_loss_fn or loss_fn
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.step.precision == "fp16")
         return self.model
 

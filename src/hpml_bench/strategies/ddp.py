@@ -87,6 +87,9 @@ class DDPConfig(DistributedConfig):
     comm_hook: str = "none"
     powersgd_rank: int = 1  # rank of PowerSGD's low-rank approximation
     powersgd_start_iter: int = 10  # plain all-reduce for the first steps, as PowerSGD advises
+    # BatchNorm statistics over the global batch (SyncBatchNorm) instead of each rank's part:
+    # for small per-GPU batches (segmentation). CUDA only (torch's SyncBatchNorm has no CPU kernels).
+    sync_bn: bool = False
 
     def __post_init__(self):
         if self.comm_hook not in _HOOKS:
@@ -108,9 +111,14 @@ class DDPStrategy(DistributedStrategy):
             raise HpmlError("strategy.comm_hook=powersgd needs the nccl backend (CUDA GPUs): over gloo its "
                             "chained asynchronous all-reduces go out of order and abort; use comm_hook=fp16 "
                             "or bf16 on CPU")
+        if cfg.strategy.sync_bn and not cuda:
+            raise HpmlError("strategy.sync_bn=true needs CUDA GPUs: torch's SyncBatchNorm has no CPU kernels; "
+                            "drop it on CPU (each rank then normalises with its own batch's statistics)")
 
     def wrap(self, model: nn.Module) -> nn.Module:
         cfg: DDPConfig = self.cfg
+        if cfg.sync_bn:  # same parameter and buffer names: checkpoints load into plain BatchNorm
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ddp = DistributedDataParallel(
             model,
             device_ids=[self.device.index] if self.device.type == "cuda" else None,

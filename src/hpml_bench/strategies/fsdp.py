@@ -89,6 +89,7 @@ class FSDPStrategy(DistributedStrategy):
     _full = StateDictOptions(full_state_dict=True, cpu_offload=True)
     # FSDP2 all-gathers parameters inside forward/backward and reduce-scatters gradients in backward.
     backward_range = "backward+reduce_scatter"
+    supports_ema = False  # each rank holds shards of the parameters
 
     def wrap(self, model: nn.Module) -> nn.Module:
         cfg: FSDPConfig = self.cfg

@@ -102,6 +102,7 @@ class _TimedStage(PipelineStage):
 @STRATEGIES.register("pipe", config=PipeConfig)
 class PipeStrategy(DistributedStrategy):
     needs_full_batches = True
+    supports_ema = False  # each rank holds only its stages
 
     @property
     def data_parallel(self) -> tuple[int, int]:

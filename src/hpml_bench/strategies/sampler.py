@@ -1,7 +1,8 @@
-"""A DistributedSampler that can start an epoch part-way through (a mid-epoch resume)."""
+"""Samplers of the training split: resumable part-way through an epoch, and class-balanced."""
 from __future__ import annotations
 
-from torch.utils.data import DistributedSampler
+import torch
+from torch.utils.data import Dataset, DistributedSampler
 
 
 class ResumableSampler(DistributedSampler):
@@ -20,3 +21,24 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples - self.start_index
+
+
+class BalancedSampler(ResumableSampler):
+    """dataset.sampler=balanced: every class drawn equally often, with replacement (each sample
+    weighs 1 / its class's count, as WeightedRandomSampler would be used), under DDP too.
+
+    One draw of the epoch's len(dataset) (rounded up to the ranks) indices from the seed and the
+    epoch, the same on every rank; each rank takes every world-size-th of them, as
+    DistributedSampler shards its permutation. So the ranks together see the one-process draw,
+    and a resumed epoch (start_index) the same indices as an uninterrupted one.
+    """
+
+    def __init__(self, dataset: Dataset, labels: torch.Tensor, **kwargs):
+        super().__init__(dataset, **kwargs)
+        counts = torch.bincount(labels)
+        self.weights = (1.0 / counts.double().clamp(min=1))[labels]
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        drawn = torch.multinomial(self.weights, self.total_size, replacement=True, generator=generator).tolist()
+        return iter(drawn[self.rank:self.total_size:self.num_replicas][self.start_index:])

@@ -151,6 +151,8 @@ class StepLoop:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None:
             self.scheduler.step()
+        if self.ema is not None:  # trainer.ema_decay: the average follows every step taken
+            self.ema.update(self.unwrapped())
 
     def _nonfinite_gradients(self) -> bool:
         """Any rank's gradients NaN/inf? One host sync per optimizer step, as GradScaler's own
@@ -163,12 +165,16 @@ class StepLoop:
     def clip_gradients(self, max_norm: float) -> None:
         nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
 
+    ema = None  # trainer.ema_decay: the weights' moving average (strategies/ema.py), else None
+    eval_loss_fn = None  # validation's loss (Strategy.prepare sets it)
+
     @torch.no_grad()
-    def eval_step(self, batch) -> StepOutput:
+    def eval_step(self, batch, averaged: bool = False) -> StepOutput:
+        """The loss and logits of a batch; `averaged`: of the EMA weights."""
         inputs, targets = self.to_device(batch)
         with self.autocast():
-            outputs = self.model(inputs)
-            loss = self.loss_fn(outputs, targets)
+            outputs = (self.ema.module if averaged else self.model)(inputs)
+            loss = self.eval_loss_fn(outputs, targets)
         return StepOutput(loss, self.logits_fn(outputs), targets, len(targets))
 
     def train(self, mode: bool = True) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra import compose, initialize_config_dir
@@ -29,6 +29,7 @@ from hpml_bench.models.input_size import resolve_image_size
 from hpml_bench.registry import unknown_choice
 from hpml_bench.strategies import STRATEGIES
 from hpml_bench.tasks import TASKS
+from hpml_bench.tasks.base import LossConfig, check_loss
 from hpml_bench.train.finetune import check_transfer
 from hpml_bench.train.optim import OptimizerConfig, SchedulerConfig
 from hpml_bench.train.targets import check_goals
@@ -45,6 +46,7 @@ class TrainConfig:
     trainer: TrainerConfig = MISSING  # the training-loop group
     logger: LoggerConfig = MISSING  # the logger group (logger=<choice>)
     profiler: ProfilerConfig = MISSING  # the profiler group (profiler=<choice>)
+    loss: LossConfig = field(default_factory=LossConfig)  # the training loss: label smoothing, class weights
     task: str = "auto"  # auto = the model's task; classification | segmentation
     device: str = "auto"  # auto | cpu | cuda
     resume: Optional[str] = None  # a run folder to continue from its last checkpoint
@@ -58,6 +60,7 @@ class TrainConfig:
         if self.task != self.model.task:
             raise HpmlError(f"model {self.model.name} does a {self.model.task} task, not task={self.task}; pick a {self.task} model")
         self.model = fill_from_dataset(self.model, self.dataset, self.task)
+        check_loss(self.loss, self.task, self.model.num_classes)
         self.model, self.dataset = resolve_image_size(self.model, self.dataset)
         check_transfer(self)
         check_goals(self.trainer, TASKS.get(self.task).logged_metrics())  # targets name metrics the run logs

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hpml_bench.callbacks import build_callbacks
 from hpml_bench.data import build_loaders
+from hpml_bench.data.labels import class_counts
 from hpml_bench.errors import HpmlError
 from hpml_bench.faults.lost_peer import lost_peer, rank_hosts
 from hpml_bench.faults.lost_worker import with_checkpoint, worker_lost
@@ -26,7 +27,9 @@ from hpml_bench.runfolder import RunFolder
 from hpml_bench.runfolder.lock import RunLock
 from hpml_bench.runfolder.provenance import record_config_dir, record_model_source
 from hpml_bench.strategies import StepSettings, Strategy, build_strategy
+from hpml_bench.strategies.ema import WeightEma
 from hpml_bench.tasks import build_task
+from hpml_bench.tasks.base import balanced_weights
 from hpml_bench.train.config import TrainConfig, to_train_config
 from hpml_bench.train.flops import measure as measure_flops
 from hpml_bench.train.optim import build_optimizer, build_scheduler
@@ -131,10 +134,12 @@ def _shared_run_dir(strategy: Strategy, folder: RunFolder) -> RunFolder:
 def _build_trainer(cfg: TrainConfig, dcfg: DictConfig, strategy: Strategy, folder: RunFolder, choices: dict,
                    stop=None) -> Trainer:
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
-    task = build_task(cfg.task, cfg.model.num_classes)
     train_loader, val_loader = build_loaders(cfg.dataset, strategy, cfg.task, cfg.trainer.seed)
+    weights = class_weights(cfg, train_loader.dataset)
+    task = build_task(cfg.task, cfg.model.num_classes, cfg.loss, weights).to(strategy.device)
     model = build_model_from_config(cfg.model)
     info = _run_info(cfg, strategy, model, choices)
+    info["class_weights"] = weights.tolist() if weights is not None else None
     # Once, before anything trains: on a meta-device copy (no RNG drawn, nothing real run).
     throughput, flops_info = measure_flops(model, (cfg.dataset.channels, cfg.dataset.image_size, cfg.dataset.image_size),
                                            task, strategy.device, cfg.trainer.precision, cfg.trainer.peak_tflops,
@@ -149,11 +154,22 @@ def _build_trainer(cfg: TrainConfig, dcfg: DictConfig, strategy: Strategy, folde
         loss_fn=task.loss,
         make_scheduler=lambda opt: build_scheduler(cfg.scheduler, opt, steps_per_epoch, cfg.trainer.epochs),
         logits_fn=task.logits,
+        make_ema=(lambda placed: WeightEma(placed, cfg.trainer.ema_decay, cfg.trainer.ema_warmup))
+        if cfg.trainer.ema_decay else None,
+        eval_loss_fn=task.eval_loss,
     )
     info.update(strategy.split_expectation())  # a pipeline's bubble, the all-reduce's bytes: beside the measured
     config_dict = OmegaConf.to_container(_without_hydra(dcfg), resolve=True)
     callbacks = build_callbacks(cfg, strategy, task, folder, info, config_dict)
     return Trainer(cfg.trainer, strategy, task, train_loader, val_loader, callbacks, stop, throughput)
+
+
+def class_weights(cfg: TrainConfig, train_set) -> torch.Tensor | None:
+    """loss.class_weights as a tensor: counted from the training labels (auto), given, or None."""
+    given = cfg.loss.class_weights
+    if given == "auto":
+        return balanced_weights(class_counts(train_set, cfg.model.num_classes))
+    return torch.tensor(given, dtype=torch.float32) if given is not None else None
 
 
 def _resume(trainer: Trainer, strategy: Strategy, checkpoint: Path) -> None:

@@ -75,6 +75,10 @@ class TrainerConfig(GoalsConfig):  # the target, early-stop and monitor keys: tr
     # A rank (or host) whose compute_s exceeds the median of the others by this fraction is named
     # a straggler (one line, ranks.csv `straggler`); ignored below 2 % of the epoch's train_s.
     straggler_threshold: float = 0.25
+    # Keep an exponential moving average of the weights with this decay (e.g. 0.999), validated as
+    # val_ema_<metric> and saved as checkpoints/ema.pt; null = none. Strategies single, dp, ddp.
+    ema_decay: Optional[float] = None
+    ema_warmup: bool = True  # the EMA's decay grows as 1 - (1 + step)^-3/4 up to ema_decay (timm's warm-up)
 
     def __post_init__(self):
         for knob in ("epochs", "grad_accum_steps"):
@@ -102,6 +106,8 @@ class TrainerConfig(GoalsConfig):  # the target, early-stop and monitor keys: tr
         if self.max_nonfinite_steps <= 0:
             raise HpmlError(f"trainer.max_nonfinite_steps={self.max_nonfinite_steps} must be positive")
         check_goals(self)
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise HpmlError(f"trainer.ema_decay={self.ema_decay}: give a decay in (0, 1), e.g. 0.999, or null")
 
 
 class Trainer:
@@ -115,6 +121,7 @@ class Trainer:
         self.callbacks = callbacks
         self.train_metrics = task.metrics().to(strategy.device)
         self.val_metrics = task.metrics().to(strategy.device)
+        self.val_ema_metrics = task.metrics().to(strategy.device)  # trainer.ema_decay's weights
         self.start_epoch = 0
         self.stop = stop or NoStop()  # asked at step boundaries (preempt.StopRequest)
         self.throughput = throughput or Throughput()  # FLOPs per sample -> tflops, mfu
@@ -234,22 +241,30 @@ class Trainer:
         return self.strategy.reduce(rows, "sum")
 
     def validate(self) -> dict[str, Any]:
+        """val_<metric>, and val_ema_<metric> for the weights' moving average (trainer.ema_decay)."""
         self.strategy.train(False)
-        self.val_metrics.reset()
-        loss_sum = torch.zeros((), device=self.strategy.device)
-        samples = 0
         record: dict[str, Any] = {}
         self._fire("on_validation_start")
+        passes = {"val": self._val_pass(self.val_metrics)}
+        if self.strategy.ema is not None:
+            passes["val_ema"] = self._val_pass(self.val_ema_metrics, averaged=True)
+        self._fire("on_validation_end", record)  # the timer fills val_s (both passes)
+        record["val_s"] = self.strategy.reduce(torch.tensor(record["val_s"]), "max").item()
+        for prefix, (loss_sum, samples, metrics) in passes.items():
+            record.update(self._reduced_scores(prefix, loss_sum, samples, metrics))
+        return record
+
+    def _val_pass(self, metrics, averaged: bool = False):
+        metrics.reset()
+        loss_sum = torch.zeros((), device=self.strategy.device)
+        samples = 0
         for batch in self.val_loader:
-            out = self.strategy.eval_step(batch)
+            out = self.strategy.eval_step(batch, averaged=True) if averaged else self.strategy.eval_step(batch)
             if out.n:
-                self.val_metrics.update(out.logits, out.targets)
+                metrics.update(out.logits, out.targets)
             loss_sum += out.loss * out.n
             samples += out.n
-        self._fire("on_validation_end", record)  # the timer fills val_s
-        record["val_s"] = self.strategy.reduce(torch.tensor(record["val_s"]), "max").item()
-        record.update(self._reduced_scores("val", loss_sum, samples, self.val_metrics))
-        return record
+        return loss_sum, samples, metrics
 
     def _mid_epoch_validation(self, epoch: int, i: int, steps: int) -> bool:
         """Validate after every cfg.val_every_steps batches of the epoch (its last validates at the
@@ -309,6 +324,7 @@ class Trainer:
             "optimizer": s.optimizer_state(),
             "scheduler": s.scheduler.state_dict() if s.scheduler is not None else None,
             "scaler": s.scaler.state_dict(),
+            "ema": s.ema.state_dict() if s.ema is not None else None,  # trainer.ema_decay's average
             "history": self.history,
             "goals": self.goals.state_dict(mid_epoch=self.stopped_at is not None and self.stopped_at[1] > 0),
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
@@ -322,6 +338,8 @@ class Trainer:
         if s.scheduler is not None and state["scheduler"] is not None:
             s.scheduler.load_state_dict(state["scheduler"])
         s.scaler.load_state_dict(state["scaler"])
+        if s.ema is not None and state.get("ema") is not None:  # else the average starts from these weights
+            s.ema.load_state_dict(state["ema"])
         self.history = list(state["history"])
         self.goals.load_state_dict(state.get("goals"), self.history)
         self.start_epoch, self.start_step = state["epoch"], state.get("step", 0)

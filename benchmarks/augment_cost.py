@@ -36,8 +36,8 @@ from hpml_bench.train.run import run_training
 
 OPS = ["hflip", "pad_crop", "random_resized_crop", "randaugment", "trivialaugment", "autoaugment", "augmix",
        "random_erasing", "mixup", "cutmix"]
-VARIANTS = {"none": "false", **{op: f"[{op}]" for op in OPS},
-            "all (rrc,hflip,randaug,erasing,mixup,cutmix)": "[random_resized_crop,hflip,randaugment,random_erasing,mixup,cutmix]"}
+ALL = "[random_resized_crop,hflip,randaugment,random_erasing,mixup,cutmix]"
+VARIANTS = {"none": "false", **{op: f"[{op}]" for op in OPS}, "all (rrc,hflip,randaug,erasing,mixup,cutmix)": ALL}
 
 
 def make_folder(root: Path, n: int, size: int = 64) -> None:

@@ -51,7 +51,8 @@ def test_each_sample_augmentation_is_seeded_by_its_sample(name):
 
 
 def test_ops_leave_the_global_rng_as_they_found_it():
-    augment = SampleAugment(dataset_cfg("dataset.augment=[random_resized_crop,randaugment,random_erasing]"), False, True)
+    cfg = dataset_cfg("dataset.augment=[random_resized_crop,randaugment,random_erasing]")
+    augment = SampleAugment(cfg, False, True)
     torch.manual_seed(3)
     expected = torch.rand(4)
     torch.manual_seed(3)

@@ -42,7 +42,8 @@ def _epoch(ds, workers=0, epoch=2, start_batch=0):
     collate = batch_collate if hasattr(ds, "__getitems__") else None
     loader = DataLoader(ds, batch_size=3, sampler=sampler, collate_fn=collate, num_workers=workers,
                         multiprocessing_context="fork" if workers else None)
-    return [tuple(t.clone() for t in b) for b in DeviceLoader(loader, torch.device("cpu"), getattr(ds, "batch_transform", None))]
+    device_loader = DeviceLoader(loader, torch.device("cpu"), getattr(ds, "batch_transform", None))
+    return [tuple(t.clone() for t in b) for b in device_loader]
 
 
 def _assert_same(a, b, atol=0.0):
@@ -111,3 +112,22 @@ def test_same_seed_same_weights_whatever_the_workers_and_after_a_resume(hpml, tm
     reference = load(tmp_path / "w0/checkpoints/last.pt")["model"]
     for run in ("w2", "part"):
         assert_bitwise_equal(reference, load(tmp_path / f"{run}/checkpoints/last.pt")["model"])
+
+
+def test_segmentation_masks_take_the_same_draws_on_the_decode_and_cache_paths(tmp_path):
+    from fixtures_data import make_lgg
+
+    make_lgg(tmp_path / "lgg", patients=4, slices=3)
+    args = ["dataset=lgg_mri", f"dataset.root={tmp_path / 'lgg'}", "dataset.image_size=16",
+            "dataset.augment=[random_resized_crop,hflip,pad_crop,random_erasing]", "dataset.aug.crop_scale=[0.3,1]"]
+    cfg = OmegaConf.to_object(compose_train(args).dataset)
+    decode = _epoch(build_datasets(cfg, "segmentation")[0])
+    prepare_cache(cfg, "segmentation")
+    cached_cfg = OmegaConf.to_object(compose_train([*args, "dataset.cache=true"]).dataset)
+    cached = build_datasets(cached_cfg, "segmentation")[0]
+    _assert_same(_epoch(cached), decode, atol=1e-6)
+    masks = torch.cat([y for _, y in decode])
+    assert masks.dtype == torch.int64 and set(masks.unique().tolist()) == {0, 1}
+    plain = _epoch(build_datasets(OmegaConf.to_object(compose_train([*args[:3], "dataset.augment=false"]).dataset),
+                                  "segmentation")[0])
+    assert not torch.equal(masks, torch.cat([y for _, y in plain]))  # the masks moved with their images

@@ -12,7 +12,7 @@ ratio to the no-augmentation run of the same round.
 Then, per op, the per-sample cost in this process on one thread (the work a worker does for
 one sample: the op, its seed and fork, float conversion), alternated the same way:
 
-    python benchmarks/augment_cost.py --images 1024 --rounds 3 --workers 2
+    python benchmarks/augment_cost.py --images 1024 --rounds 3 --micro-rounds 5 --workers 2
 """
 from __future__ import annotations
 
@@ -52,13 +52,14 @@ def make_folder(root: Path, n: int, size: int = 64) -> None:
 def overrides(args, root: Path, augment: str) -> list[str]:
     return ["dataset=image_folder", f"dataset.root={root}", "dataset.val_dir=null", "dataset.val_fraction=0.02",
             f"dataset.image_size={args.image_size}", f"dataset.batch_size={args.batch_size}",
-            f"dataset.num_workers={args.workers}", f"dataset.augment={augment}",
+            f"dataset.num_workers={args.workers}", "dataset.persistent_workers=true", f"dataset.augment={augment}",
             "model=mlp", "model.hidden=[32]", "trainer.epochs=2", "trainer.warmup_epochs=1",
             "trainer.checkpoint_every=0", "trainer.progress=never", "device=cpu"]
 
 
 def data_s(args, root: Path, folder: Path, augment: str) -> float:
     cfg = compose_train([*overrides(args, root, augment), f"run_dir={folder}"])
+    folder.mkdir(parents=True, exist_ok=True)  # (`hpml train` makes it before a run)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return run_training(cfg, folder)[-1]["data_s"]
 
@@ -98,17 +99,18 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--micro-rounds", type=int, default=5)
     p.add_argument("--skip-epochs", action="store_true", help="only the per-sample microbenchmark")
     args = p.parse_args()
     torch.set_num_threads(1)
     micro: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for name in VARIANTS:  # warm-up: first calls (lazy imports, allocator) are not the op's cost
         per_sample_us(args, name, n=args.batch_size)
-    for r in range(args.rounds):
+    for r in range(args.micro_rounds):
         for name in (list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS))):
             micro[name].append(per_sample_us(args, name))
     table(f"per sample, one thread, {args.image_size}x{args.image_size} uint8 (batch ops: batch of "
-          f"{args.batch_size} / its size), {args.rounds} rounds", micro, "us", "none")
+          f"{args.batch_size} / its size), {args.micro_rounds} rounds", micro, "us", "none")
     if args.skip_epochs:
         return
     with tempfile.TemporaryDirectory() as tmp:

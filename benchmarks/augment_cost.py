@@ -101,16 +101,19 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--micro-rounds", type=int, default=5)
     p.add_argument("--skip-epochs", action="store_true", help="only the per-sample microbenchmark")
+    p.add_argument("--skip-micro", action="store_true", help="only the epochs")
     args = p.parse_args()
     torch.set_num_threads(1)
     micro: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for name in VARIANTS:  # warm-up: first calls (lazy imports, allocator) are not the op's cost
+    # warm-up: first calls (lazy imports, allocator) are not the op's cost
+    for name in [] if args.skip_micro else VARIANTS:
         per_sample_us(args, name, n=args.batch_size)
-    for r in range(args.micro_rounds):
+    for r in range(0 if args.skip_micro else args.micro_rounds):
         for name in (list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS))):
             micro[name].append(per_sample_us(args, name))
-    table(f"per sample, one thread, {args.image_size}x{args.image_size} uint8 (batch ops: batch of "
-          f"{args.batch_size} / its size), {args.micro_rounds} rounds", micro, "us", "none")
+    if not args.skip_micro:
+        table(f"per sample, one thread, {args.image_size}x{args.image_size} uint8 (batch ops: batch of "
+              f"{args.batch_size} / its size), {args.micro_rounds} rounds", micro, "us", "none")
     if args.skip_epochs:
         return
     with tempfile.TemporaryDirectory() as tmp:

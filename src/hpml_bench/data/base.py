@@ -1,11 +1,12 @@
 """What every data set shares: loader knobs, the registry, the loaders factory."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
 from torchvision.transforms import v2
 
+from hpml_bench.data.augment import AugmentConfig, resolve_augment
 from hpml_bench.errors import HpmlError
 from hpml_bench.registry import Registry
 
@@ -45,10 +46,17 @@ class DatasetConfig:
     # Seconds a loader worker may take for one batch before the run stops (exit 5); 0 = wait forever.
     timeout_s: float = 0
     drop_last: bool = False  # drop the last incomplete training batch
-    augment: bool = True  # random flips (and crops where set) on the training split
+    # The training split's random augmentations, in order: true (the data set's own: hflip; cifar10:
+    # pad_crop, hflip), false, or a list of hflip, pad_crop, random_resized_crop, randaugment,
+    # trivialaugment, autoaugment, augmix, random_erasing, mixup, cutmix (mixup and cutmix both: one per batch).
+    augment: Any = True
+    aug: AugmentConfig = field(default_factory=AugmentConfig)  # the augmentations' knobs
     # The training split's order: random (each sample once an epoch) | balanced (classes drawn
     # equally often, with replacement: for imbalanced labels; classification only).
     sampler: str = "random"
+
+    # What `dataset.augment=true` means for this data set.
+    default_augment: ClassVar[tuple] = ("hflip",)
 
     # What `hpml prepare` caches when no task= is given.
     default_task: ClassVar[str] = "classification"
@@ -67,6 +75,7 @@ class DatasetConfig:
             raise HpmlError(f"dataset.num_workers={self.num_workers} must be 0 or more")
         if self.sampler not in SAMPLERS:
             raise HpmlError(f"dataset.sampler={self.sampler}: use one of {', '.join(SAMPLERS)}")
+        self.augment = resolve_augment(self.augment, self.default_augment)
         if self.worker_start not in WORKER_STARTS:
             raise HpmlError(f"dataset.worker_start={self.worker_start}: use one of {', '.join(WORKER_STARTS)}")
 

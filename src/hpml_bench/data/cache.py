@@ -1,5 +1,6 @@
 """`hpml prepare`: decode and resize every image once into a pre-serialized cache;
-`dataset.cache=true` trains from it (random augmentation still drawn every epoch).
+`dataset.cache=true` trains from it (random augmentation still drawn every epoch, from each
+sample's seed, epoch and index, as on the decode path).
 
 Layout of <cache_dir>/<dataset>-<task>/:
   train_images.npy, val_images.npy   uint8 [N, C, S, S] (read memory-mapped)
@@ -21,26 +22,20 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision import tv_tensors
-from torchvision.transforms import v2
 
-from hpml_bench.data.base import DATASETS, SOURCES, normalize
+from hpml_bench.data.base import DATASETS, SOURCES
 from hpml_bench.data.batch_transforms import BatchAugment
 from hpml_bench.data.cache_check import check_files, file_records
 from hpml_bench.data.collate import Batch
-from hpml_bench.data.files import (
-    CorruptImage,
-    FileDatasetConfig,
-    FileImages,
-    augment_transform,
-    finish,
-)
+from hpml_bench.data.files import CorruptImage, FileDatasetConfig, FileImages
+from hpml_bench.data.sample_augment import SampleAugment
+from hpml_bench.data.sample_rng import seed_of, seeds_of
 from hpml_bench.errors import HpmlError
 
 VERSION = 1
 # Settings that do not change what the cache holds.
 _RUNTIME_ONLY = {"batch_size", "val_batch_size", "num_workers", "pin_memory", "persistent_workers", "prefetch_factor",
-                 "drop_last", "augment", "random_crop_padding", "on_corrupt", "cache", "cache_dir", "decode"}
+                 "drop_last", "augment", "aug", "on_corrupt", "cache", "cache_dir", "decode"}
 
 
 def cache_folder(cfg: FileDatasetConfig, task: str) -> Path:
@@ -133,18 +128,16 @@ class CachedImages(Dataset):
 
     The DataLoader fetches whole batches through `__getitems__`: one gather from the memory
     map, handed out as uint8 (a quarter of float32's bytes through the worker queues and over
-    the bus). `batch_transform` (flips, float conversion, normalisation) runs on the batch after
-    the transfer: on the GPU, or in the main process on CPU (the strategy's device loader)."""
+    the bus) with the samples' seeds. `batch_transform` (flips, float conversion, normalisation,
+    the float-stage ops) runs on the batch after the transfer: on the GPU, or in the main process
+    on CPU (the strategy's device loader). Other uint8-stage ops (crops, RandAugment, ...) run per
+    sample here, still uint8, in the loader."""
 
     def __init__(self, folder: Path, split: str, cfg: FileDatasetConfig, task: str, train: bool):
         self.paths = folder / f"{split}_images.npy", folder / f"{split}_targets.npy"
         self.segmentation = task == "segmentation"
-        flip = train and cfg.augment
-        self.per_sample = augment_transform(cfg, train)  # the decode path's transform, for __getitem__
-        # CIFAR-style pad-and-crop stays per sample (uint8, in the loader); the flip then goes with it.
-        self.crop = v2.Compose([v2.RandomCrop(cfg.image_size, padding=cfg.random_crop_padding),
-                                v2.RandomHorizontalFlip()]) if flip and cfg.random_crop_padding else None
-        self.batch_transform = BatchAugment(normalize(cfg.channels), flip and self.crop is None, self.segmentation)
+        self.augment = SampleAugment(cfg, self.segmentation, train)  # the decode path's, for __getitem__ too
+        self.batch_transform = BatchAugment(self.augment)
         self.length = len(np.load(self.paths[1], mmap_mode="r"))
         self._arrays = None
 
@@ -156,9 +149,10 @@ class CachedImages(Dataset):
     def in_process(self) -> bool:
         """Read batches in the main process, whatever dataset.num_workers says: a batch's gather
         from the memory map takes ~0.15 ms (128 images of 64x64), handing it from a worker
-        process through shared memory ~2 ms (README, "Data path"). Only the CIFAR-style
-        per-sample crop is work enough to be worth worker processes."""
-        return self.crop is None
+        process through shared memory ~2 ms (README, "Data path"). Per-sample ops (anything but
+        a lone flip) are work enough to be worth worker processes; they also draw from the
+        global RNG, which the device loader's look-ahead thread must not touch (sample_rng.py)."""
+        return not self.augment.per_sample
 
     def __len__(self) -> int:
         return self.length
@@ -174,30 +168,23 @@ class CachedImages(Dataset):
         return self._arrays
 
     def __getitem__(self, i: int):
-        """One float sample through the decode path's per-sample transform (the reference)."""
+        """One float sample through the decode path's per-sample augmentation (the reference)."""
         images, targets = self._open()
         image, target = torch.from_numpy(np.array(images[i])), torch.from_numpy(np.array(targets[i]))
-        return finish(self.per_sample, image, target, self.segmentation)
+        return self.augment(image, target, seed_of(i))
 
     def __getitems__(self, indices: list[int]) -> Batch:
-        """uint8 images [B, C, S, S] and targets, read in file order (memory maps read fastest so)."""
+        """uint8 images [B, C, S, S], targets and (from hpml's sampler) the samples' seeds, read
+        in file order (memory maps read fastest so)."""
         images, targets = self._open()
         order = np.argsort(indices)
         picked = np.asarray(indices)[order]
         back = np.argsort(order)  # numpy, one thread: the gather is memory-bound and small
         image = torch.from_numpy(images[picked][back])
         target = torch.from_numpy(targets[picked][back])
-        if self.crop is not None:  # rare (CIFAR-style): per sample, still uint8
-            pairs = [self._crop_one(x, t) for x, t in zip(image, target)]
-            image = torch.stack([x for x, _ in pairs])
-            target = torch.stack([t for _, t in pairs])
-        return Batch((image, target))
-
-    def _crop_one(self, image: torch.Tensor, target: torch.Tensor):
-        if not self.segmentation:
-            return self.crop(image), target
-        image, mask = self.crop(tv_tensors.Image(image), tv_tensors.Mask(target))
-        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+        seeds = seeds_of(indices)
+        image, target = self.augment.uint8_batch(image, target, seeds)  # per sample, when any
+        return Batch((image, target) if seeds is None else (image, target, seeds))
 
 
 @SOURCES.register("cache")

@@ -4,12 +4,15 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from hpml_bench.data.base import DATASETS, DatasetConfig, normalize
+from hpml_bench.data.base import DATASETS, DatasetConfig
+from hpml_bench.data.sample_augment import SampleAugment
+from hpml_bench.data.sample_rng import seed_of
 from hpml_bench.errors import HpmlError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -24,6 +27,8 @@ class Cifar10Config(DatasetConfig):
     native_size: int = 32
     download: bool = True  # download with torchvision when root is empty (needs the network)
 
+    default_augment: ClassVar[tuple] = ("pad_crop", "hflip")  # the CIFAR recipe: 4-pixel pad and crop, flip
+
     def class_names(self, task: str):
         return list(CIFAR10_CLASSES)
 
@@ -34,7 +39,20 @@ def _files_present(root: str) -> bool:
 
 
 class _CIFAR10(datasets.CIFAR10):
-    """CIFAR-10 that trusts files already on disk instead of hashing 170 MB on every run."""
+    """CIFAR-10 that trusts files already on disk instead of hashing 170 MB on every run, and
+    augments each image on its own seed (SampleAugment) instead of torchvision's transform."""
+
+    def __init__(self, root: str, train: bool, cfg: Cifar10Config):
+        super().__init__(root, train=train)
+        # Resized first (image_size other than 32), so dataset.aug's pixels are the trained image's.
+        self.fixed = v2.Resize(cfg.image_size, antialias=True) if cfg.image_size != 32 else None
+        self.augment = SampleAugment(cfg, False, train)
+
+    def __getitem__(self, index: int):
+        image = torch.from_numpy(self.data[index]).permute(2, 0, 1)  # uint8 [3, 32, 32]
+        if self.fixed is not None:
+            image = self.fixed(image)
+        return self.augment(image, self.targets[index], seed_of(index))  # index: a SampleKey when training
 
     def _check_integrity(self) -> bool:
         return _files_present(self.root)
@@ -43,12 +61,6 @@ class _CIFAR10(datasets.CIFAR10):
         with open(Path(self.root) / _FOLDER / self.meta["filename"], "rb") as f:
             self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
-
-
-def _transform(cfg: Cifar10Config, train: bool) -> v2.Transform:
-    augment = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()] if train and cfg.augment else []
-    resize = [v2.Resize(cfg.image_size, antialias=True)] if cfg.image_size != 32 else []
-    return v2.Compose([v2.ToImage(), *augment, *resize, v2.ToDtype(torch.float32, scale=True), normalize(3)])
 
 
 def _ensure_files(cfg: Cifar10Config) -> None:
@@ -69,8 +81,8 @@ def build_cifar10(cfg: Cifar10Config, task: str):
         raise HpmlError("dataset=cifar10 has labels only; use task=classification")
     _ensure_files(cfg)
     try:
-        train = _CIFAR10(cfg.root, train=True, transform=_transform(cfg, True))
-        val = _CIFAR10(cfg.root, train=False, transform=_transform(cfg, False))
+        train = _CIFAR10(cfg.root, True, cfg)
+        val = _CIFAR10(cfg.root, False, cfg)
     except Exception as exc:  # truncated or foreign pickle files
         raise HpmlError(f"CIFAR-10 files under {cfg.root}/{_FOLDER} could not be read ({exc}); delete them and download again") from exc
     return train, val

@@ -8,9 +8,12 @@ in this process (the memory-mapped cache: `in_process`) is read and transformed 
 on a helper thread. Either way the loop's data_s stays the time spent waiting for a ready
 batch. Other loaders on CPU run the same steps in order.
 
-The transform's random draws (flips) come from a generator seeded per batch from the
-sampler's seed, epoch, rank and the batch's place in the epoch: the same batches on every
-device, with or without look-ahead, and after a mid-epoch resume.
+A batch may carry its samples' seeds as a third element (the cache and GPU decode, read through
+hpml's sampler: sample_rng.py); they stay on the host and go to the transform, whose per-sample
+draws (flips, crops, ...) come from them. Batch-wide draws (MixUp/CutMix, and the flips of a batch
+without seeds) come from a generator seeded per batch from the sampler's seed, epoch, rank and
+the batch's place in the epoch: the same batches on every device, with or without look-ahead,
+whatever dataset.num_workers is, and after a mid-epoch resume.
 """
 from __future__ import annotations
 
@@ -22,8 +25,9 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
-# (images, targets, generator) -> (images, targets), on the batch's device
-Transform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+# (images, targets, generator, sample seeds or None) -> (images, targets), on the batch's device
+Transform = Callable[[torch.Tensor, torch.Tensor, torch.Generator, Optional[torch.Tensor]],
+                     tuple[torch.Tensor, torch.Tensor]]
 
 
 class DeviceLoader:
@@ -71,11 +75,12 @@ class DeviceLoader:
 
     def _place(self, batch, seed: int):
         """Copy to the device (non-blocking from pinned memory), then transform there."""
-        inputs, targets = (self._to_device(t) for t in self._pinned(batch))
+        inputs, targets, *seeds = batch  # the samples' seeds stay on the host
+        inputs, targets = (self._to_device(t) for t in self._pinned((inputs, targets)))
         if self.transform is None:
             return inputs, targets
         with contextlib.nullcontext() if self.cuda else one_thread():
-            return self.transform(inputs, targets, torch.Generator().manual_seed(seed))
+            return self.transform(inputs, targets, torch.Generator().manual_seed(seed), *seeds)
 
     def _pinned(self, batch):
         """Host tensors pinned for a CUDA copy. Anything else passes: tensors made on the device

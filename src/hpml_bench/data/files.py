@@ -1,9 +1,9 @@
 """Images (and masks) read from files: the decode path every on-disk data set shares.
 
 Each image goes: decode (torchvision.io for PNG/JPEG colour, else PIL) -> uint8 tensor -> `fixed` transforms (centre crop, resize;
-what `hpml prepare` bakes into its cache) -> `augment` (random, every epoch) -> float,
-normalised. Masks travel with their image as tv_tensors.Mask (nearest-neighbour resize)
-and end as int64 class maps {0, 1}.
+what `hpml prepare` bakes into its cache) -> `augment` (dataset.augment's per-sample ops, drawn
+from the sample's seed, epoch and index: sample_augment.py) -> float, normalised. Masks travel
+with their image as tv_tensors.Mask (nearest-neighbour resize) and end as int64 class maps.
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import v2
 
 from hpml_bench.data.base import DatasetConfig, normalize
+from hpml_bench.data.sample_augment import SampleAugment
+from hpml_bench.data.sample_rng import seed_of
 from hpml_bench.errors import HpmlError
 
 
@@ -31,7 +33,6 @@ class FileDatasetConfig(DatasetConfig):
     val_fraction: float = 0.1  # when the layout has no validation split of its own
     split_seed: int = 0  # seed of the val_fraction split
     center_crop: Optional[int] = None  # before resizing, in source pixels
-    random_crop_padding: int = 0  # >0: pad-and-random-crop augmentation (CIFAR style)
     on_corrupt: str = "error"  # error | skip (skip counts and reports unreadable images)
     cache: bool = False  # train from `hpml prepare`'s pre-decoded cache
     cache_dir: Optional[str] = None  # default <root>/.hpml-cache
@@ -61,15 +62,10 @@ def fixed_transform(cfg: FileDatasetConfig) -> v2.Transform:
     return v2.Compose(steps + [v2.Resize((cfg.image_size, cfg.image_size), antialias=True)])
 
 
-def augment_transform(cfg: FileDatasetConfig, train: bool) -> v2.Transform:
-    """Random steps, drawn anew every epoch, then float conversion and normalisation."""
-    steps = []
-    if train and cfg.augment:
-        if cfg.random_crop_padding:
-            steps.append(v2.RandomCrop(cfg.image_size, padding=cfg.random_crop_padding))
-        steps.append(v2.RandomHorizontalFlip())
-    return v2.Compose(steps + [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-                               normalize(cfg.channels)])
+def float_transform(cfg: DatasetConfig) -> v2.Transform:
+    """uint8 image -> float, normalised: what validation and export apply after `fixed`."""
+    return v2.Compose([v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+                       normalize(cfg.channels)])
 
 
 # torchvision.io (libpng / libjpeg-turbo straight into a tensor) decoded these 1.16x (PNG) and
@@ -115,7 +111,7 @@ class FileImages(Dataset):
         # path -> uint8 class map [H, W]; a layout's own mask convention (seg_folder's), else 0/255
         self.read_mask = mask_reader or read_mask
         self.segmentation = task == "segmentation"
-        self.fixed, self.augment = fixed_transform(cfg), augment_transform(cfg, train)
+        self.fixed, self.augment = fixed_transform(cfg), SampleAugment(cfg, self.segmentation, train)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -140,15 +136,8 @@ class FileImages(Dataset):
                 raise
             print(f"warning: skipping unreadable image {exc.path}", file=sys.stderr)
             return None
-        return finish(self.augment, image, target, self.segmentation)
-
-
-def finish(augment: v2.Transform, image: torch.Tensor, target: torch.Tensor, segmentation: bool):
-    """Random augmentation + normalisation on a decoded (or cached) sample."""
-    if segmentation:
-        image, mask = augment(tv_tensors.Image(image), tv_tensors.Mask(target))
-        return image, mask.as_subclass(torch.Tensor).long()
-    return augment(tv_tensors.Image(image)).as_subclass(torch.Tensor), target
+        # `i` is a SampleKey from the training sampler: the sample's own seed for this epoch
+        return self.augment(image.as_subclass(torch.Tensor), target.as_subclass(torch.Tensor), seed_of(i))
 
 
 def check_labels(samples: Sequence[Sample], num_classes: int, where: str) -> None:

@@ -3,8 +3,10 @@
 The loader (its workers, if any) only reads each JPEG's bytes; the batch crosses to the device
 encoded (a fraction of the decoded bytes), where `torchvision.io.decode_jpeg(device=...)` decodes
 the whole batch at once (nvJPEG on a GPU), the fixed transforms (centre crop, resize) run on
-images grouped by size, and BatchAugment flips and normalises. On a CPU device the same steps
-run on the CPU: the tensors then equal the decode=cpu path's (tests/test_gpu_decode.py).
+images grouped by size, dataset.augment's per-sample uint8 ops run on each image there (each on
+the sample's own seed, which the batch carries), and BatchAugment flips (a lone flip: batched),
+converts, normalises. On a CPU device the same steps run on the CPU: the tensors then equal the
+decode=cpu path's (tests/test_gpu_decode.py, tests/test_augment_paths.py).
 Files that are not JPEG (PNG, TIFF) and grey images (PIL's luma weights) are decoded on the
 host, as with decode=cpu, and join the batch before the resize.
 """
@@ -16,10 +18,10 @@ from collections import defaultdict
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-from hpml_bench.data.base import normalize
 from hpml_bench.data.batch_transforms import BatchAugment
 from hpml_bench.data.collate import Batch
 from hpml_bench.data.files import CorruptImage, FileImages, fixed_transform, read_image
+from hpml_bench.data.sample_rng import seeds_of
 from hpml_bench.errors import HpmlError
 
 _JPEG = (".jpg", ".jpeg")
@@ -40,9 +42,6 @@ def device_decoded(ds, task: str):
     if task != "classification":
         raise HpmlError("dataset.decode=gpu decodes images of task=classification; use dataset.decode=cpu, "
                         "or `hpml prepare` and dataset.cache=true")
-    if ds.train and ds.cfg.augment and ds.cfg.random_crop_padding:
-        raise HpmlError("dataset.decode=gpu has no pad-and-crop augmentation; set dataset.random_crop_padding=0 "
-                        "or dataset.decode=cpu")
     return DeviceDecodedImages(ds)
 
 
@@ -56,7 +55,7 @@ class DeviceDecodedImages(FileImages):
         self.batch_transform = DeviceDecode(source)
 
     def __getitems__(self, indices: list[int]) -> Batch:
-        images, paths, labels = EncodedImages(), [], []
+        images, paths, labels, kept = EncodedImages(), [], [], []
         for i in indices:
             sample = self.samples[i]
             try:
@@ -71,25 +70,32 @@ class DeviceDecodedImages(FileImages):
                 continue
             paths.append(sample.image)
             labels.append(sample.label)
+            kept.append(i)
         images.paths = paths
-        return Batch((images, torch.tensor(labels, dtype=torch.int64)))
+        seeds = seeds_of(kept)  # hpml's sampler: each sample's seed, for its ops on the device
+        labels = torch.tensor(labels, dtype=torch.int64)
+        return Batch((images, labels) if seeds is None else (images, labels, seeds))
 
 
 class DeviceDecode:
-    """(EncodedImages, labels on the device, generator) -> (float images [B, C, S, S], labels)."""
+    """(EncodedImages, labels on the device, generator, sample seeds) -> (float images
+    [B, C, S, S], labels)."""
 
     def __init__(self, source: FileImages):
         self.cfg = source.cfg
         self.fixed = fixed_transform(source.cfg)
-        self.augment = BatchAugment(normalize(source.cfg.channels), source.train and source.cfg.augment, False)
+        self.sample_augment = source.augment
+        self.augment = BatchAugment(source.augment)
 
-    def __call__(self, images: EncodedImages, targets: torch.Tensor, generator=None):
+    def __call__(self, images: EncodedImages, targets: torch.Tensor, generator=None, seeds=None):
         device = targets.device
         decoded = self._decode(images, device)
         keep = [k for k, image in enumerate(decoded) if image is not None]
         if len(keep) < len(decoded):  # on_corrupt=skip: drop what nvJPEG / libjpeg could not decode
             decoded, targets = [decoded[k] for k in keep], targets[torch.as_tensor(keep, device=device)]
-        return self.augment(self._fixed(decoded, device), targets, generator)
+            seeds = None if seeds is None else seeds[keep]
+        images, targets = self.sample_augment.uint8_batch(self._fixed(decoded, device), targets, seeds, device)
+        return self.augment(images, targets, generator, seeds)
 
     def _decode(self, images: EncodedImages, device: torch.device) -> list:
         decoded = [None if image.dim() == 1 else image for image in images]

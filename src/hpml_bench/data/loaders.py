@@ -13,11 +13,14 @@ from hpml_bench.data.collate import batch_collate, skip_none_collate
 from hpml_bench.data.device_loader import DeviceLoader
 from hpml_bench.data.gpu_decode import device_decoded
 from hpml_bench.data.labels import class_labels
+from hpml_bench.data.sample_augment import check_augment, with_batch_mix
 from hpml_bench.errors import HpmlError
 
 
 def build_datasets(cfg: DatasetConfig, task: str) -> tuple[Dataset, Dataset]:
-    """(train, validation) data sets for `task` ('classification' or 'segmentation')."""
+    """(train, validation) data sets for `task` ('classification' or 'segmentation'); the
+    training set's batch transform ends with dataset.augment's batch stage (MixUp/CutMix)."""
+    check_augment(cfg, task)  # before reading anything: augmentations the task's masks cannot take
     source = next((SOURCES.get(flag) for flag in SOURCES.names() if getattr(cfg, flag, False)), None)
     train, val = (source or DATASETS.get(cfg.name))(cfg, task)
     if getattr(cfg, "decode", "cpu") == "gpu":  # files read by the loader, decoded on the device
@@ -25,7 +28,7 @@ def build_datasets(cfg: DatasetConfig, task: str) -> tuple[Dataset, Dataset]:
     for split, ds in (("train", train), ("validation", val)):
         if len(ds) == 0:
             raise HpmlError(f"dataset {cfg.name}: the {split} split is empty; check dataset.root={cfg.root}")
-    return train, val
+    return with_batch_mix(train, cfg, task), val
 
 
 def build_loaders(cfg: DatasetConfig, strategy, task: str, seed: int) -> tuple[DataLoader, DataLoader]:

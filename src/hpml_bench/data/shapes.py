@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision import tv_tensors
-from torchvision.transforms import v2
 
-from hpml_bench.data.base import DATASETS, DatasetConfig, normalize
+from hpml_bench.data.base import DATASETS, DatasetConfig
+from hpml_bench.data.sample_augment import SampleAugment
+from hpml_bench.data.sample_rng import seed_of
 
 SHAPES = ("circle", "square", "triangle", "cross")
 
@@ -58,10 +58,11 @@ def generate_shapes(n: int, size: int, noise_std: float, seed: int):
 
 
 class TensorImages(Dataset):
-    """Images (uint8 tensor) with labels or masks as targets, through a v2 transform."""
+    """Images (uint8 tensor) with labels or masks as targets, through a SampleAugment (the
+    training split's per-sample augmentation on the sample's own seed, then float)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None,
-                 task: str, transform: v2.Transform):
+                 task: str, transform: SampleAugment):
         self.images, self.labels, self.masks = images, labels, masks
         self.segmentation = task == "segmentation"
         self.transform = transform
@@ -70,17 +71,13 @@ class TensorImages(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int):
-        image = tv_tensors.Image(self.images[i])
-        if self.segmentation:
-            image, mask = self.transform(image, tv_tensors.Mask(self.masks[i]))
-            return image, mask.long()
-        return self.transform(image), self.labels[i]
+        target = self.masks[i] if self.segmentation else self.labels[i]
+        return self.transform(self.images[i], target, seed_of(i))  # i: a SampleKey when training
 
 
-def image_transform(cfg: DatasetConfig, train: bool) -> v2.Transform:
-    """uint8 image -> normalised float; random horizontal flip when training with augment."""
-    steps = [v2.RandomHorizontalFlip()] if train and cfg.augment else []
-    return v2.Compose(steps + [v2.ToDtype(torch.float32, scale=True), normalize(cfg.channels)])
+def image_transform(cfg: DatasetConfig, train: bool, task: str = "classification") -> SampleAugment:
+    """uint8 image -> normalised float, after dataset.augment's per-sample ops when training."""
+    return SampleAugment(cfg, task == "segmentation", train)
 
 
 @DATASETS.register("shapes", config=ShapesConfig)
@@ -88,6 +85,6 @@ def build_shapes(cfg: ShapesConfig, task: str):
     # One draw for both splits, so that train and validation never share an image.
     images, labels, masks = generate_shapes(cfg.num_train + cfg.num_val, cfg.image_size, cfg.noise_std, cfg.seed)
     cut = cfg.num_train
-    train = TensorImages(images[:cut], labels[:cut], masks[:cut], task, image_transform(cfg, True))
-    val = TensorImages(images[cut:], labels[cut:], masks[cut:], task, image_transform(cfg, False))
+    train = TensorImages(images[:cut], labels[:cut], masks[:cut], task, image_transform(cfg, True, task))
+    val = TensorImages(images[cut:], labels[cut:], masks[cut:], task, image_transform(cfg, False, task))
     return train, val

@@ -22,8 +22,8 @@ from hpml_bench.data.base import normalize
 from hpml_bench.data.files import (
     CorruptImage,
     FileDatasetConfig,
-    augment_transform,
     fixed_transform,
+    float_transform,
     read_image,
 )
 from hpml_bench.errors import HpmlError
@@ -161,7 +161,7 @@ def image_preprocess(ds) -> Callable[[Path], tuple[torch.Tensor, torch.Tensor]]:
     evaluation transforms (centre crop, resize, normalise); generated ones resized to the
     run's image size and normalised like them."""
     if isinstance(ds, FileDatasetConfig):
-        fixed, finish = fixed_transform(ds), augment_transform(ds, train=False)
+        fixed, finish = fixed_transform(ds), float_transform(ds)
     else:
         fixed = v2.Resize((ds.image_size, ds.image_size), antialias=True)
         finish = v2.Compose([v2.ToDtype(torch.float32, scale=True), normalize(ds.channels)])

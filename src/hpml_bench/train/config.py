@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -34,6 +35,11 @@ from hpml_bench.train.optim import OptimizerConfig, SchedulerConfig
 from hpml_bench.train.trainer import TrainerConfig
 
 
+# `hpml train` without run_dir= or HPML_RUN_ID gets a folder of its own (RunFolder.new: the same
+# time format); a composed config without the CLI (tests, library use) names it by the time.
+RUN_DIR_DEFAULT = "runs/${oc.env:HPML_RUN_ID,${now:%Y-%m-%d_%H-%M-%S}}"
+
+
 @dataclass
 class TrainConfig:
     model: Any = MISSING  # the model group (model=<choice>)
@@ -47,7 +53,9 @@ class TrainConfig:
     task: str = "auto"  # auto = the model's task; classification | segmentation
     device: str = "auto"  # auto | cpu | cuda
     resume: Optional[str] = None  # a run folder to continue from its last checkpoint
-    run_dir: str = "runs/${oc.env:HPML_RUN_ID,${now:%Y-%m-%d_%H-%M-%S}}"  # the run folder; default runs/<time>, or runs/$HPML_RUN_ID
+    # The run folder; default runs/<time> (<time>-2, -3, ... when runs start in the same second),
+    # or runs/$HPML_RUN_ID.
+    run_dir: str = RUN_DIR_DEFAULT
 
     def __post_init__(self):
         self.model = self.model.inspected(self.dataset)  # an outside model's task and input limits
@@ -108,6 +116,12 @@ def compose_train(overrides: list[str], with_hydra: bool = False) -> DictConfig:
             return compose("train", overrides=overrides, return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException) as exc:
         raise HpmlError(config_error_line(exc)) from exc
+
+
+def names_its_run_dir(cfg: DictConfig) -> bool:
+    """True when the run folder was named (run_dir= anywhere in the config, or HPML_RUN_ID)."""
+    raw = OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["run_dir"]), resolve=False)["run_dir"]
+    return raw != RUN_DIR_DEFAULT or "HPML_RUN_ID" in os.environ
 
 
 def to_train_config(cfg: DictConfig) -> TrainConfig:

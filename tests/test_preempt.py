@@ -120,7 +120,7 @@ def test_ranks_agree_on_the_stop_step_and_resume_bitwise(hpml, tmp_path, monkeyp
     with monkeypatch.context() as m:
         m.setenv("PYTHONPATH", f"{tmp_path / 'inject'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
         stopped = hpml("train", *ddp, "run_dir=part")
-    assert stopped.rc == 0, stopped.err  # the requeue signal off SLURM: checkpoint, exit 0
+    assert stopped.rc == 75, stopped.err  # the requeue signal: checkpoint, exit 75 ("start me again"), off SLURM too
     state = load(tmp_path / "part/checkpoints/last.pt")
     assert (state["epoch"], state["step"]) == (0, 4)  # signalled in step 3, agreed at the next 2-step check
     assert hpml("train", "resume=part", "strategy.nproc_per_node=2").rc == 0

@@ -44,8 +44,8 @@ requeue_if_asked() {  # <the step's exit status> <this script's arguments>
   echo "hpml: requeueing SLURM job $job ($(date +%H:%M:%S.%6N))"
   scontrol requeue "$job" && exit 0
   # Not requeueable (sbatch --no-requeue, the partition's rules): a new job goes on with the
-  # run once this one ends; this job's SLURM_* variables stay out of its environment.
-  if next=$(env $(compgen -e | grep '^SLURM_' | sed 's/^/-u /') HPML_CONTINUES="$HPML_RUN_ID" \\
+  # run once this one ends; this job's SLURM_* variables (but SLURM_CONF) stay out of its environment.
+  if next=$(env $(compgen -e | grep '^SLURM_' | grep -vx SLURM_CONF | sed 's/^/-u /') HPML_CONTINUES="$HPML_RUN_ID" \\
             sbatch --parsable --dependency=afterany:"$SLURM_JOB_ID" "$0" "$@"); then
     echo "hpml: job $job cannot be requeued; job ${next%%;*} goes on with runs/$HPML_RUN_ID"
     exit 0

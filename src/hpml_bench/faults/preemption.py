@@ -158,7 +158,11 @@ def ask_for_requeue(stop: StopRequest, stopped_at: tuple[int, int], checkpoint: 
     epoch, step = stopped_at
     request = os.environ.get(REQUEUE_FILE_ENV)
     if request:
-        atomic_write_text(Path(request), f"epoch {epoch + 1} step {step}: {checkpoint}\n")
+        try:
+            atomic_write_text(Path(request), f"epoch {epoch + 1} step {step}: {checkpoint}\n")
+        except (OSError, HpmlError) as exc:  # the exit code still asks (srun form); the checkpoint is on disk
+            print(f"hpml: could not leave the requeue request {request} ({exc}); exit {stop.exit_code} still asks "
+                  f"for it", file=sys.stderr, flush=True)
     if on_slurm():
         how = "the batch script requeues the job" if request else "requeue it: scontrol requeue $SLURM_JOB_ID"
         print(f"hpml: exit {stop.exit_code} for the {signal.Signals(stop.signum).name} stop: {how}",

@@ -53,8 +53,7 @@ class TrainConfig:
     task: str = "auto"  # auto = the model's task; classification | segmentation
     device: str = "auto"  # auto | cpu | cuda
     resume: Optional[str] = None  # a run folder to continue from its last checkpoint
-    # The run folder; default runs/<time> (<time>-2, -3, ... when runs start in the same second),
-    # or runs/$HPML_RUN_ID.
+    # the run folder; default runs/<time> (<time>-2, -3, ... for runs started in the same second), or runs/$HPML_RUN_ID
     run_dir: str = RUN_DIR_DEFAULT
 
     def __post_init__(self):

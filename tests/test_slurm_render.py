@@ -2,6 +2,7 @@
 examples in scripts/slurm/, and the restart-resume rule."""
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -107,9 +108,6 @@ esac
 def run_script(tmp_path, script: Path, **env) -> tuple[int, list[str], str]:
     """The rendered batch script on this machine as SLURM's batch host would run it, with
     srun / scontrol / sbatch stand-ins; (exit status, their calls, its output)."""
-    import os
-    import subprocess
-
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for name in ("srun", "scontrol", "sbatch"):

@@ -49,7 +49,7 @@ class RunFolder:
         self.path = Path(path)
 
     @classmethod
-    def new(cls, root: str | Path = "runs") -> "RunFolder":
+    def new(cls, root: str | Path = "runs") -> RunFolder:
         """A folder of its own for a run started without a name: <root>/<time>, or <time>-2,
         -3, ... when that name is taken (runs started in one second: a shell loop, an array job,
         or a name a live run holds). Made here, with mkdir, which only one process can win."""

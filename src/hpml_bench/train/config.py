@@ -34,7 +34,6 @@ from hpml_bench.train.finetune import check_transfer
 from hpml_bench.train.optim import OptimizerConfig, SchedulerConfig
 from hpml_bench.train.trainer import TrainerConfig
 
-
 # `hpml train` without run_dir= or HPML_RUN_ID gets a folder of its own (RunFolder.new: the same
 # time format); a composed config without the CLI (tests, library use) names it by the time.
 RUN_DIR_DEFAULT = "runs/${oc.env:HPML_RUN_ID,${now:%Y-%m-%d_%H-%M-%S}}"

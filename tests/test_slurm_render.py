@@ -116,7 +116,7 @@ def run_script(tmp_path, script: Path, **env) -> tuple[int, list[str], str]:
     calls = tmp_path / "calls.txt"
     calls.write_text("")
     base = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CALLS": str(calls), "SLURM_JOB_ID": "5", "SLURM_CPUS_PER_TASK": "1"}
-    done = subprocess.run(["bash", str(script), "trainer.epochs=3"], cwd=tmp_path, capture_output=True, text=True,
+    done = subprocess.run(["bash", str(script), "trainer.epochs=3"], check=False, cwd=tmp_path, capture_output=True, text=True,
                           env={**base, **env}, timeout=60)
     return done.returncode, calls.read_text().splitlines(), done.stdout + done.stderr
 

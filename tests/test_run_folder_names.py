@@ -66,3 +66,12 @@ def test_no_room_for_a_run_folder_is_one_line(hpml, tmp_path):
     (tmp_path / "runs").write_text("a file where the runs go")
     r = hpml("train", *RUN)
     assert r.rc == 2 and r.err.strip() == "error: cannot make a run folder in runs: File exists; set run_dir= to another folder"
+
+
+def test_an_empty_name_is_no_name(hpml, tmp_path, monkeypatch):
+    r = hpml("train", *RUN, "run_dir=")
+    assert r.rc == 2 and "run_dir= is empty" in r.err and not any(tmp_path.iterdir())
+    monkeypatch.setenv("HPML_RUN_ID", "")  # e.g. HPML_RUN_ID=$SLURM_JOB_ID outside a job
+    monkeypatch.setattr(layout, "_now", lambda: SECOND)
+    assert hpml("train", *RUN).rc == 0
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["2026-12-05_08-02-21"]

@@ -56,6 +56,8 @@ class TrainConfig:
     run_dir: str = RUN_DIR_DEFAULT
 
     def __post_init__(self):
+        if not str(self.run_dir).strip():  # "" would write the run into the working directory
+            raise HpmlError("run_dir= is empty; name a folder (run_dir=runs/mine) or leave it out for runs/<time>")
         self.model = self.model.inspected(self.dataset)  # an outside model's task and input limits
         self.task = self.model.task if self.task == "auto" else self.task
         if self.task not in TASKS:
@@ -119,7 +121,7 @@ def compose_train(overrides: list[str], with_hydra: bool = False) -> DictConfig:
 def names_its_run_dir(cfg: DictConfig) -> bool:
     """True when the run folder was named (run_dir= anywhere in the config, or HPML_RUN_ID)."""
     raw = OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["run_dir"]), resolve=False)["run_dir"]
-    return raw != RUN_DIR_DEFAULT or "HPML_RUN_ID" in os.environ
+    return raw != RUN_DIR_DEFAULT or bool(os.environ.get("HPML_RUN_ID"))  # set but empty: not a name
 
 
 def to_train_config(cfg: DictConfig) -> TrainConfig:

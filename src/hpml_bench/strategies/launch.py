@@ -20,7 +20,8 @@ def launched_by_hpml_or_torchrun() -> bool:
 
 def launch_workers(nproc: int, train_args: list[str]) -> int:
     """Run `python -m hpml_bench train <train_args>` in nproc processes; their exit code."""
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"{OWN_LAUNCHER_RUN_PREFIX}{uuid.uuid4().hex[:8]}",
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
+                          run_id=f"{OWN_LAUNCHER_RUN_PREFIX}{uuid.uuid4().hex[:8]}",
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
     # As torchrun does: share the cores instead of each worker taking them all.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))

@@ -120,9 +120,31 @@ def test_ranks_agree_on_the_stop_step_and_resume_bitwise(hpml, tmp_path, monkeyp
     with monkeypatch.context() as m:
         m.setenv("PYTHONPATH", f"{tmp_path / 'inject'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
         stopped = hpml("train", *ddp, "run_dir=part")
-    assert stopped.rc == 0, stopped.err  # the requeue signal off SLURM: checkpoint, exit 0
+    assert stopped.rc == 75, stopped.err  # the requeue signal: checkpoint, exit 75 ("start me again"), off SLURM too
     state = load(tmp_path / "part/checkpoints/last.pt")
     assert (state["epoch"], state["step"]) == (0, 4)  # signalled in step 3, agreed at the next 2-step check
     assert hpml("train", "resume=part", "strategy.nproc_per_node=2").rc == 0
     assert_bitwise_equal(load(tmp_path / "full/checkpoints/last.pt")["model"],
                          load(tmp_path / "part/checkpoints/last.pt")["model"])
+
+
+def test_requeue_signal_checkpoints_asks_for_the_requeue_and_exits_75(hpml, tmp_path, monkeypatch):
+    # What the batch script relies on: the checkpoint on disk, then its request file, then exit 75.
+    # hpml itself runs no scontrol (PATH holds none here).
+    monkeypatch.setenv("HPML_REQUEUE_FILE", str(tmp_path / "job.requeue"))
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        with monkeypatch.context() as m:
+            signal_at_step(m, 2, signal.SIGUSR1)
+            stopped = hpml("train", *RUN, "run_dir=part")
+        # a late copy of the same notice (SLURM signals each node's tasks on its own) is ignored
+        assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert stopped.rc == 75, stopped.err
+    assert "exit 75 for the SIGUSR1 stop: the batch script requeues the job" in stopped.err
+    assert (tmp_path / "job.requeue").read_text().startswith("epoch 1 step 2: ")
+    assert (load(tmp_path / "part/checkpoints/last.pt")["step"]) == 2
+    assert stopped.out.splitlines()[-1] == "resume with: hpml train resume=part"

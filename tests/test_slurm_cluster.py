@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -175,6 +177,66 @@ def test_greene_form_runs_through_a_stand_in_singularity(cluster, hpml, tmp_path
     assert "stand-in singularity ran" in text and "env script sourced" in text, text[-3000:]
     assert job_field(job, "JobState") == "COMPLETED", text[-3000:]
     assert (run_folder(job) / "summary.json").is_file()
+
+
+# A container without SLURM's commands (Greene: `singularity exec` of an image that has none):
+# the stand-in runs the training process with PATH holding only the venv's bin.
+# 4096 images, 256 steps an epoch: a signal sent once epoch 1 is written lands in epoch 2 (3 epochs)
+RUN_3 = [*TINY, "model=mlp", "trainer.epochs=3", "dataset.num_train=4096", "dataset.batch_size=16"]
+NO_SLURM_INSIDE = STAND_IN.replace('exec "$@"', 'exec env PATH="$HPML_TEST_VENV_BIN" "$@"')
+ENV_SH = "command -v scontrol >/dev/null && echo 'scontrol inside' >&2 || echo 'no scontrol inside' >&2\n"
+
+
+def test_requeue_is_the_batch_scripts_without_slurm_commands_in_the_training_process(cluster, hpml, tmp_path,
+                                                                                     monkeypatch):
+    # Two jobs at once, both signalled in epoch 2: the Greene form through a container without
+    # scontrol (requeued by its batch script), and a job that may not be requeued (sbatch
+    # --no-requeue) whose training process has only the venv on PATH (a follow-up job goes on).
+    venv_bin = str(Path(sys.executable).parent)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "singularity").write_text(NO_SLURM_INSIDE)
+    (bin_dir / "singularity").chmod(0o755)
+    (tmp_path / "env.sh").write_text(ENV_SH)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("HPML_TEST_VENV_BIN", venv_bin)  # the jobs inherit it (sbatch --export=ALL)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one core per job: two jobs on a shared machine
+    greene = hpml("slurm", *RUN_3, "slurm=greene", "slurm.submit=true", "slurm.command=null", "slurm.cpus_per_task=1",
+                  "slurm.mem=1G", "slurm.time=00:20:00", f"slurm.env_script={tmp_path}/env.sh",
+                  f"slurm.overlay={tmp_path}/overlay.ext3", f"slurm.image={tmp_path}/image.sif")
+    assert greene.rc == 0, greene.err
+    in_container = greene.out.strip().splitlines()[-1]
+    no_requeue = submit(hpml, *RUN_3, f"slurm.command=env PATH={venv_bin} {sys.executable} -m hpml_bench",
+                        "slurm.extra=[--no-requeue]")
+    waiting, end = [in_container, no_requeue], time.time() + 600
+    while waiting and time.time() < end:
+        for job in list(waiting):
+            if list(Path().glob(f"runs/{job}-*/epochs.csv")):  # epoch 1 done: the signal lands in epoch 2
+                subprocess.run(["scancel", "--signal=USR1", job], check=True)
+                waiting.remove(job)
+        time.sleep(0.1)
+    assert not waiting, f"no epoch 1 in 600 s: {waiting}"
+
+    wait_gone(in_container, timeout=900)
+    text = log(in_container)
+    assert "no scontrol inside" in text and "scontrol inside\n" not in text.replace("no scontrol inside\n", ""), text[-3000:]
+    assert "FileNotFoundError" not in text and "Traceback" not in text, text[-3000:]
+    assert text.count("hpml: requeueing SLURM job") == 1 and "resuming" in text, text[-3000:]
+    assert job_field(in_container, "JobState") == "COMPLETED" and job_field(in_container, "Restarts") == "1", text[-3000:]
+    assert len(pd.read_csv(run_folder(in_container) / "epochs.csv")) == 3
+
+    wait_gone(no_requeue, timeout=900)
+    text = log(no_requeue)
+    assert job_field(no_requeue, "JobState") == "COMPLETED" and job_field(no_requeue, "Restarts") == "0", text[-3000:]
+    follow_up = re.search(r"cannot be requeued; job (\d+) goes on with (runs/\S+)", text)
+    assert follow_up and "Traceback" not in text, text[-3000:]
+    wait_gone(follow_up.group(1), timeout=900)
+    text = log(follow_up.group(1))
+    assert job_field(follow_up.group(1), "JobState") == "COMPLETED", text[-3000:]
+    assert f"hpml run folder: {follow_up.group(2)} " in text and "resuming" in text, text[-3000:]
+    folder = run_folder(no_requeue)
+    assert str(folder) == follow_up.group(2)
+    assert len(pd.read_csv(folder / "epochs.csv")) == 3 and (folder / "summary.json").is_file()
 
 
 def test_submitit_sweep_runs_one_job_per_combination(cluster, hpml):

@@ -2,6 +2,7 @@
 examples in scripts/slurm/, and the restart-resume rule."""
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,70 @@ def test_only_a_restarted_job_resumes_its_own_folder(tmp_path, monkeypatch):
     assert with_restart_resume(["resume=elsewhere"]) == ["resume=elsewhere"]  # explicit resume= wins
     monkeypatch.setenv("HPML_RUN_ID", "8-y")
     assert with_restart_resume(["model=mlp"]) == ["model=mlp"]  # no checkpoint there: a fresh start
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    monkeypatch.setenv("HPML_RUN_ID", "7-x")
+    monkeypatch.setenv("HPML_CONTINUES", "7-x")  # a follow-up job of a job that could not be requeued
+    assert with_restart_resume(["model=mlp"]) == ["model=mlp", "resume=runs/7-x"]
+
+
+# Stand-ins for SLURM's commands on the batch host: each records how it was called.
+STUB = """#!/bin/bash
+echo "$(basename "$0") $* | HPML_CONTINUES=${HPML_CONTINUES:-} SLURM_JOB_ID=${SLURM_JOB_ID:-}" >> "$CALLS"
+case "$(basename "$0")" in
+  srun) [ -n "${LEAVE_REQUEST:-}" ] && echo "epoch 2 step 3" > "$HPML_REQUEUE_FILE"; exit "${STEP_EXIT:-0}" ;;
+  scontrol) exit "${REQUEUE_EXIT:-0}" ;;
+  sbatch) echo "99;cluster" ;;
+esac
+"""
+
+
+def run_script(tmp_path, script: Path, **env) -> tuple[int, list[str], str]:
+    """The rendered batch script on this machine as SLURM's batch host would run it, with
+    srun / scontrol / sbatch stand-ins; (exit status, their calls, its output)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in ("srun", "scontrol", "sbatch"):
+        (bin_dir / name).write_text(STUB)
+        (bin_dir / name).chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    calls.write_text("")
+    base = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CALLS": str(calls), "SLURM_JOB_ID": "5", "SLURM_CPUS_PER_TASK": "1"}
+    done = subprocess.run(["bash", str(script), "trainer.epochs=3"], check=False, cwd=tmp_path, capture_output=True, text=True,
+                          env={**base, **env}, timeout=60)
+    return done.returncode, calls.read_text().splitlines(), done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("env, status, requeued, followed_up", [
+    ({"STEP_EXIT": "1"}, 1, False, False),  # a failed run: its status, no requeue
+    ({"STEP_EXIT": "0"}, 0, False, False),  # a finished run
+    ({"STEP_EXIT": "75", "LEAVE_REQUEST": "1"}, 0, True, False),  # the requeue signal (srun form)
+    ({"STEP_EXIT": "0", "LEAVE_REQUEST": "1"}, 0, True, False),  # ... under torchrun: exit 0, the file asks
+    ({"STEP_EXIT": "75"}, 0, True, False),  # the exit code alone asks too
+    ({"STEP_EXIT": "75", "LEAVE_REQUEST": "1", "REQUEUE_EXIT": "1"}, 0, True, True),  # not requeueable: a follow-up job
+])
+def test_the_batch_script_requeues_after_the_step_ends(hpml, tmp_path, env, status, requeued, followed_up):
+    result = hpml("slurm", "model=mlp", "slurm=cluster")
+    script = tmp_path / result.out.strip().splitlines()[-1]
+    rc, calls, output = run_script(tmp_path, script, **env)
+    assert rc == status, output
+    assert calls[0].startswith("srun --ntasks=1 ") and "train model=mlp trainer.epochs=3 |" in calls[0], calls
+    run_id = (tmp_path / "runs/.slurm-job-5").read_text().strip()
+    assert ("scontrol requeue 5 |" in " ".join(calls)) == requeued, calls
+    assert ("hpml: requeueing SLURM job 5 (" in output) == requeued, output
+    assert not (tmp_path / "runs/.slurm-job-5.requeue").exists()  # consumed: a requeued start is not asked again
+    if followed_up:
+        follow = next(c for c in calls if c.startswith("sbatch"))
+        # the same script (SLURM's copy of it) and arguments, after this job, naming the run it continues
+        assert f"sbatch --parsable --dependency=afterany:5 {script} trainer.epochs=3 |" in follow
+        assert follow.endswith(f"trainer.epochs=3 | HPML_CONTINUES={run_id} SLURM_JOB_ID=")  # no SLURM_* of this job
+        assert f"job 99 goes on with runs/{run_id}" in output
+    else:
+        assert not any(c.startswith("sbatch") for c in calls), calls
+
+
+def test_a_follow_up_job_goes_on_with_the_run_it_continues(hpml, tmp_path):
+    result = hpml("slurm", "model=mlp", "slurm=cluster")
+    script = tmp_path / result.out.strip().splitlines()[-1]
+    rc, calls, output = run_script(tmp_path, script, SLURM_JOB_ID="99", HPML_CONTINUES="5-20261205-x")
+    assert rc == 0 and "hpml run folder: runs/5-20261205-x" in output, output
+    assert "HPML_CONTINUES=5-20261205-x" in calls[0]  # hpml sees it: a restart (faults.preemption.restarted)

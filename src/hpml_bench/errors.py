@@ -1,11 +1,14 @@
 """The exceptions hpml reports in one line, their exit codes, and how the CLI reports them.
 
 Exit codes (scripts and schedulers may branch on them):
-  0  success (also a preempted run that was requeued)
+  0  success (also, under torchrun's agent, a stop for the requeue signal: the batch script's
+     request file carries it there)
   2  a user's mistake, a run folder held by another live run, a damaged file, GPU out of memory
   3  non-finite loss or gradients (trainer.on_nonfinite)
   4  a file could not be written (disk full, quota, read-only, permission); resume once fixed
   5  a data-loader worker died (killed, OOM killer) or stuck past dataset.timeout_s
+  75  stopped by the requeue signal (trainer.requeue_signal) after a checkpoint: start it again
+      (EX_TEMPFAIL; `hpml slurm`'s scripts requeue the job on it)
   128+N  stopped by signal N after a checkpoint (SIGTERM 143, Ctrl-C 130)
 """
 from __future__ import annotations

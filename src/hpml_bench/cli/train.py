@@ -21,7 +21,7 @@ from hpml_bench.runfolder.writes import is_write_failure, shown, write_error
 from hpml_bench.strategies import STRATEGIES, world_size_to_be
 from hpml_bench.strategies.dist_env import read_dist_env
 from hpml_bench.strategies.launch import launch_workers, launched_by_hpml_or_torchrun
-from hpml_bench.train.config import compose_train, to_train_config
+from hpml_bench.train.config import compose_train, names_its_run_dir, to_train_config
 
 _HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i",
                 "--resolve", "--package", "-p", "--shell-completion", "-sc", "--run", "-r")
@@ -42,20 +42,33 @@ def train_command(args: list[str]) -> int:
     if not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
         # Check the config and the run folder before Hydra makes a folder and starts,
         # so mistakes read as one line and leave nothing behind.
-        cfg = to_train_config(compose_train(args))
-        folder = RunFolder(cfg.resume or cfg.run_dir)
-        if read_dist_env().world_size == 1:  # a live run there: say who
-            # In a job of several processes rank 0 takes the lock once the group is up, and
-            # every rank stops with its line (train/run.py): a rank 0 leaving here would leave
-            # srun's other tasks waiting for it until strategy.timeout_s.
-            folder.check_not_held()
-        RunFolder(cfg.run_dir).check_start(cfg.resume)
-        folder.check_writable(create=False)  # before Hydra starts or data loads
-        nproc = getattr(cfg.strategy, "nproc_per_node", 1)
-        STRATEGIES.get(cfg.strategy.name).preflight(cfg, world_size_to_be(nproc))
-        if nproc > 1:
-            if not launched_by_hpml_or_torchrun():  # every worker must write the same run folder
-                return launch_workers(nproc, [*args, f"run_dir={folder}"])
+        dcfg = compose_train(args)
+        cfg = to_train_config(dcfg)
+        if cfg.resume is None and not names_its_run_dir(dcfg):  # a folder of its own, made now
+            cfg.run_dir = str(RunFolder.new())
+            args = [*args, f"run_dir={cfg.run_dir}"]
+            try:
+                return _checked_start(cfg, args)
+            finally:  # a refused start leaves no empty folder; a run that started owns it
+                RunFolder(cfg.run_dir).remove_if_empty()
+        return _checked_start(cfg, args)
+    return run_hydra(args)
+
+
+def _checked_start(cfg, args: list[str]) -> int:
+    """The run folder's and the strategy's checks, then the workers or the Hydra app."""
+    folder = RunFolder(cfg.resume or cfg.run_dir)
+    if read_dist_env().world_size == 1:  # a live run there: say who
+        # In a job of several processes rank 0 takes the lock once the group is up, and
+        # every rank stops with its line (train/run.py): a rank 0 leaving here would leave
+        # srun's other tasks waiting for it until strategy.timeout_s.
+        folder.check_not_held()
+    RunFolder(cfg.run_dir).check_start(cfg.resume)
+    folder.check_writable(create=False)  # before Hydra starts or data loads
+    nproc = getattr(cfg.strategy, "nproc_per_node", 1)
+    STRATEGIES.get(cfg.strategy.name).preflight(cfg, world_size_to_be(nproc))
+    if nproc > 1 and not launched_by_hpml_or_torchrun():  # every worker must write the same run folder
+        return launch_workers(nproc, [*args, f"run_dir={folder}"])
     return run_hydra(args)
 
 

@@ -1,10 +1,11 @@
 """Preemption-safe training: a signal becomes a stop request that the trainer asks at step
-boundaries; the ranks agree through the strategy; rank 0 then writes a mid-epoch checkpoint
-and, on SLURM, requeues the job.
+boundaries; the ranks agree through the strategy; rank 0 then writes a mid-epoch checkpoint.
 
 Which signal means what:
 - the requeue signal (`trainer.requeue_signal`, USR1 by default; `#SBATCH --signal=USR1@90`
-  or `scancel --signal=USR1 <job>`): checkpoint, `scontrol requeue` on SLURM, exit 0.
+  or `scancel --signal=USR1 <job>`): checkpoint, then exit 75 (EX_TEMPFAIL: "start me again").
+  hpml never requeues a job itself: the batch script does, on the host, after every task has
+  ended (see `ask_for_requeue`).
 - SIGTERM (time limit, `scancel`, a preempting scheduler that requeues by itself): checkpoint,
   no requeue (a user's scancel must not resurrect the job), exit 143.
 - SIGINT (Ctrl-C): checkpoint, exit 130.
@@ -12,10 +13,8 @@ A second signal ends the process at once (a launcher's SIGTERM then SIGKILL, a s
 """
 from __future__ import annotations
 
-import datetime
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,15 @@ import torch
 
 from hpml_bench.errors import HpmlError
 from hpml_bench.runfolder import RunFolder
-from hpml_bench.runfolder.writes import shown
+from hpml_bench.runfolder.writes import atomic_write_text, shown
+
+REQUEUE_EXIT = 75  # EX_TEMPFAIL (sysexits.h): stopped with a checkpoint, start me again
+# The batch script names the file by which rank 0 asks it for the requeue (slurm/render.py).
+REQUEUE_FILE_ENV = "HPML_REQUEUE_FILE"
+# A follow-up job (submitted where a job cannot be requeued) names the run it continues.
+CONTINUES_ENV = "HPML_CONTINUES"
+# hpml's own launcher (strategy.nproc_per_node) names its runs so (strategies/launch.py).
+OWN_LAUNCHER_RUN_PREFIX = "hpml-"
 
 
 def signal_number(name: str) -> int:
@@ -70,8 +77,13 @@ class StopRequest(NoStop):
         return self
 
     def uninstall(self) -> None:
+        """The handlers found at install; after a stop for the requeue signal, that signal stays
+        ignored: SLURM signals each node's tasks on its own, and on a busy node the same notice
+        can arrive after this rank has agreed, saved and let go (its default action would kill
+        the process on its way out: "User defined signal 1", a failed step)."""
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            late_notice = signum == self.requeue_signum and self.signum is not None
+            signal.signal(signum, signal.SIG_IGN if late_notice else handler)
         self._previous.clear()
 
     def _handle(self, signum, frame) -> None:
@@ -102,8 +114,17 @@ class StopRequest(NoStop):
 
     @property
     def exit_code(self) -> int:
-        """0 after a requeue (the job continues), else the shell's 128 + signal number."""
-        return 0 if self.requeue else 128 + int(self.signum)
+        """REQUEUE_EXIT for the requeue signal (0 under torchrun's agent, which would count a
+        non-zero exit as a failure and restart the workers at once), else 128 + the signal."""
+        if self.requeue:
+            return 0 if under_torchrun() else REQUEUE_EXIT
+        return 128 + int(self.signum)
+
+
+def under_torchrun() -> bool:
+    """A worker of torchrun's elastic agent (not of hpml's own launcher)."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    return run_id is not None and not run_id.startswith(OWN_LAUNCHER_RUN_PREFIX)
 
 
 def on_slurm() -> bool:
@@ -113,6 +134,8 @@ def on_slurm() -> bool:
 def restarted() -> bool:
     """A requeued SLURM job or a torchrun restart (--max-restarts): resume if a checkpoint exists."""
     if any(int(os.environ.get(var, "0") or 0) > 0 for var in ("SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT")):
+        return True
+    if os.environ.get(CONTINUES_ENV):  # a follow-up job of a job that could not be requeued
         return True
     # torchrun restarts the workers of a node that only saw another node's failure as a
     # membership change, with TORCHELASTIC_RESTART_COUNT still 0. A job's own run folder
@@ -126,26 +149,33 @@ def restart_resume(folder: RunFolder) -> Optional[str]:
     return str(folder) if restarted() and folder.resumable else None
 
 
-def requeue_job() -> None:
-    """`scontrol requeue` this job: SLURM starts it again with SLURM_RESTART_COUNT + 1."""
-    job = os.environ.get("SLURM_ARRAY_JOB_ID") and f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    job = job or os.environ["SLURM_JOB_ID"]
-    # Said before the call: the requeue ends this job at once, and under torchrun the agent's
-    # step can be torn down (this process SIGKILLed) before scontrol has even returned.
-    print(f"hpml: requeueing SLURM job {job} ({datetime.datetime.now():%H:%M:%S.%f})", file=sys.stderr, flush=True)
-    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-    if done.returncode != 0:
-        print(f"hpml: scontrol requeue {job} failed: {done.stderr.strip()} (submit with --requeue)", file=sys.stderr)
+def ask_for_requeue(stop: StopRequest, stopped_at: tuple[int, int], checkpoint: Path) -> None:
+    """Rank 0, once the checkpoint is on disk: leave the batch script's request file, if it named
+    one, and say so. The script requeues the job (or submits a follow-up) after srun returns,
+    that is after every task has left the checkpoint's barrier; a task that ran `scontrol
+    requeue` itself ended the others inside it (gloo: "Connection closed by peer"), and inside
+    a container there is often no `scontrol` at all."""
+    epoch, step = stopped_at
+    request = os.environ.get(REQUEUE_FILE_ENV)
+    if request:
+        try:
+            atomic_write_text(Path(request), f"epoch {epoch + 1} step {step}: {checkpoint}\n")
+        except (OSError, HpmlError) as exc:  # the exit code still asks (srun form); the checkpoint is on disk
+            print(f"hpml: could not leave the requeue request {request} ({exc}); exit {stop.exit_code} still asks "
+                  f"for it", file=sys.stderr, flush=True)
+    if on_slurm():
+        how = "the batch script requeues the job" if request else "requeue it: scontrol requeue $SLURM_JOB_ID"
+        print(f"hpml: exit {stop.exit_code} for the {signal.Signals(stop.signum).name} stop: {how}",
+              file=sys.stderr, flush=True)
 
 
 def report_stop(stop: StopRequest, stopped_at: tuple[int, int], checkpoint: Path, folder: RunFolder) -> None:
     """Rank 0, after the checkpoint is on disk: say where it stopped and how it goes on; for
-    the requeue signal on SLURM, requeue the job."""
+    the requeue signal, ask for the requeue."""
     epoch, step = stopped_at
     took = time.time() - stop.received_at if stop.received_at else float("nan")
     print(f"hpml: stopped at epoch {epoch + 1} step {step}; checkpoint {checkpoint} written "
           f"{took:.2f} s after the signal", file=sys.stderr, flush=True)
-    if stop.requeue and on_slurm():
-        requeue_job()
-    else:
-        print(f"resume with: hpml train resume={shown(folder.path)}", flush=True)
+    if stop.requeue:
+        ask_for_requeue(stop, stopped_at, checkpoint)
+    print(f"resume with: hpml train resume={shown(folder.path)}", flush=True)

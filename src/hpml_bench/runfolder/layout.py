@@ -13,6 +13,8 @@ and the checksums behind these names live beside it in this package.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -28,6 +30,11 @@ SPLIT_COLUMNS = ("compute_s", "comm_s", "comm_exposed_s", "bubble_s", "overhead_
 RANK_COLUMNS = ("data_s", "train_s", "run_s", "samples", "mem_peak_gib", *SPLIT_COLUMNS)
 # The checkpoints a finished run offers to export / eval / cam / predict (ema: trainer.ema_decay's average).
 CHECKPOINTS = ("best", "last", "ema")
+TIME_FORMAT = "%Y-%m-%d_%H-%M-%S"  # a run folder's default name (train/config.py's run_dir spells it too)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now()
 
 
 class RunFolder:
@@ -47,6 +54,24 @@ class RunFolder:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+
+    @classmethod
+    def new(cls, root: str | Path = "runs") -> RunFolder:
+        """A folder of its own for a run started without a name: <root>/<time>, or <time>-2,
+        -3, ... when that name is taken (runs started in one second: a shell loop, an array job,
+        or a name a live run holds). Made here, with mkdir, which only one process can win."""
+        stamp = _now().strftime(TIME_FORMAT)
+        try:
+            Path(root).mkdir(parents=True, exist_ok=True)
+            for n in itertools.count(1):
+                path = Path(root) / (stamp if n == 1 else f"{stamp}-{n}")
+                with contextlib.suppress(FileExistsError):
+                    path.mkdir()
+                    return cls(path)
+        except OSError as exc:  # a read-only or full disk; `runs` a file
+            if exc.errno in writes.WRITE_ERRNOS:
+                raise writes.write_error(root, exc) from None
+            raise HpmlError(f"cannot make a run folder in {root}: {exc.strerror}; set run_dir= to another folder") from None
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"

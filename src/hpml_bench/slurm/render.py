@@ -15,17 +15,44 @@ TEMPLATES = Path(__file__).parent / "templates"
 # The run folder is runs/<job id>-<suffix>. The suffix is made at the job's first start and
 # reused when SLURM requeues it (same job id, SLURM_RESTART_COUNT>0), so a requeued job finds
 # its own checkpoint; job ids start again at 1 when a cluster's state is wiped, and the suffix
-# keeps such a job out of an old run's folder.
+# keeps such a job out of an old run's folder. Then the requeue, which the script does itself.
 RUN_FOLDER = """\
 # runs/ lies in the submit folder, which hpml assumes is on storage every node sees (a shared
 # /scratch or home); a rank whose node cannot see the run folder stops with one line.
 mkdir -p runs
 marker="runs/.slurm-job-${SLURM_JOB_ID}"
-if [ "${SLURM_RESTART_COUNT:-0}" -eq 0 ] || [ ! -s "$marker" ]; then
+if [ -n "${HPML_CONTINUES:-}" ]; then  # a follow-up job: this script submitted it to go on with that run
+  echo "$HPML_CONTINUES" > "$marker"
+elif [ "${SLURM_RESTART_COUNT:-0}" -eq 0 ] || [ ! -s "$marker" ]; then
   echo "${SLURM_JOB_ID}-$(date +%Y%m%d-%H%M%S)-${RANDOM}" > "$marker"
 fi
 export HPML_RUN_ID=$(cat "$marker")
-echo "hpml run folder: runs/$HPML_RUN_ID (restart ${SLURM_RESTART_COUNT:-0})\""""
+echo "hpml run folder: runs/$HPML_RUN_ID (restart ${SLURM_RESTART_COUNT:-0})"
+# The requeue signal: hpml checkpoints, leaves this file and exits 75 (EX_TEMPFAIL; 0 under
+# torchrun, whose agent would restart on 75). The job is requeued here, after srun returns: on
+# the host, where scontrol is (in a container it often is not), and only once every task has
+# left the checkpoint's barrier (a task that requeued the job ended the others inside it).
+export HPML_REQUEUE_FILE="runs/.slurm-job-${SLURM_JOB_ID}.requeue"
+rm -f "$HPML_REQUEUE_FILE"
+requeue_if_asked() {  # <the step's exit status> <this script's arguments>
+  local status=$1 job next
+  shift
+  if [ ! -e "$HPML_REQUEUE_FILE" ] && [ "$status" -ne 75 ]; then exit "$status"; fi
+  rm -f "$HPML_REQUEUE_FILE"
+  job=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID:-}}
+  job=${job:-$SLURM_JOB_ID}
+  echo "hpml: requeueing SLURM job $job ($(date +%H:%M:%S.%6N))"
+  scontrol requeue "$job" && exit 0
+  # Not requeueable (sbatch --no-requeue, the partition's rules): a new job goes on with the
+  # run once this one ends; this job's SLURM_* variables (but SLURM_CONF) stay out of its environment.
+  if next=$(env $(compgen -e | grep '^SLURM_' | grep -vx SLURM_CONF | sed 's/^/-u /') HPML_CONTINUES="$HPML_RUN_ID" \\
+            sbatch --parsable --dependency=afterany:"$SLURM_JOB_ID" "$0" "$@"); then
+    echo "hpml: job $job cannot be requeued; job ${next%%;*} goes on with runs/$HPML_RUN_ID"
+    exit 0
+  fi
+  echo "hpml: job $job could neither be requeued nor followed up; resume with: hpml train resume=runs/$HPML_RUN_ID"
+  exit 75
+}"""
 
 
 def template_name(strategy: str, nodes: int, launcher: str = "srun") -> str:

@@ -10,6 +10,8 @@ import uuid
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+from hpml_bench.faults.preemption import OWN_LAUNCHER_RUN_PREFIX, REQUEUE_EXIT
+
 
 def launched_by_hpml_or_torchrun() -> bool:
     """True inside a worker (torchrun, srun, or our own launcher set these)."""
@@ -18,13 +20,17 @@ def launched_by_hpml_or_torchrun() -> bool:
 
 def launch_workers(nproc: int, train_args: list[str]) -> int:
     """Run `python -m hpml_bench train <train_args>` in nproc processes; their exit code."""
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"hpml-{uuid.uuid4().hex[:8]}",
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
+                          run_id=f"{OWN_LAUNCHER_RUN_PREFIX}{uuid.uuid4().hex[:8]}",
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
     # As torchrun does: share the cores instead of each worker taking them all.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     try:
         elastic_launch(config, sys.executable)("-m", "hpml_bench", "train", *train_args)
     except ChildFailedError as exc:
+        codes = {failure.exitcode for failure in exc.failures.values()}
+        if len(codes) == 1 and len(exc.failures) == nproc and _agreed_stop(codes.pop()):
+            return exc.failures[0].exitcode  # every rank stopped as agreed: rank 0 said how to go on
         # The cause before its echoes: a rank that crashed (exit 1) over the ranks that then lost
         # it as a peer and said so (exit 2), and those over the ranks the launcher stopped itself
         # (SIGTERM: -15); within a kind, the earliest. Seen in the same monitor round, torch's
@@ -38,3 +44,9 @@ def launch_workers(nproc: int, train_args: list[str]) -> int:
               file=sys.stderr)
         return 2 if failure.exitcode == 2 else 1
     return 0
+
+
+def _agreed_stop(code: int) -> bool:
+    """A worker's exit code after an agreed stop with a checkpoint: the requeue signal's, or
+    128 + a signal (SIGTERM 143, Ctrl-C 130); a worker killed by a signal has a negative one."""
+    return code == REQUEUE_EXIT or 128 < code < 128 + 65

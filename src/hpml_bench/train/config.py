@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -35,6 +36,10 @@ from hpml_bench.train.optim import OptimizerConfig, SchedulerConfig
 from hpml_bench.train.targets import check_goals
 from hpml_bench.train.trainer import TrainerConfig
 
+# `hpml train` without run_dir= or HPML_RUN_ID gets a folder of its own (RunFolder.new: the same
+# time format); a composed config without the CLI (tests, library use) names it by the time.
+RUN_DIR_DEFAULT = "runs/${oc.env:HPML_RUN_ID,${now:%Y-%m-%d_%H-%M-%S}}"
+
 
 @dataclass
 class TrainConfig:
@@ -50,9 +55,12 @@ class TrainConfig:
     task: str = "auto"  # auto = the model's task; classification | segmentation
     device: str = "auto"  # auto | cpu | cuda
     resume: Optional[str] = None  # a run folder to continue from its last checkpoint
-    run_dir: str = "runs/${oc.env:HPML_RUN_ID,${now:%Y-%m-%d_%H-%M-%S}}"  # the run folder; default runs/<time>, or runs/$HPML_RUN_ID
+    # the run folder; default runs/<time> (<time>-2, -3, ... for runs started in the same second), or runs/$HPML_RUN_ID
+    run_dir: str = RUN_DIR_DEFAULT
 
     def __post_init__(self):
+        if not str(self.run_dir).strip():  # "" would write the run into the working directory
+            raise HpmlError("run_dir= is empty; name a folder (run_dir=runs/mine) or leave it out for runs/<time>")
         self.model = self.model.inspected(self.dataset)  # an outside model's task and input limits
         self.task = self.model.task if self.task == "auto" else self.task
         if self.task not in TASKS:
@@ -113,6 +121,12 @@ def compose_train(overrides: list[str], with_hydra: bool = False) -> DictConfig:
             return compose("train", overrides=overrides, return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException) as exc:
         raise HpmlError(config_error_line(exc)) from exc
+
+
+def names_its_run_dir(cfg: DictConfig) -> bool:
+    """True when the run folder was named (run_dir= anywhere in the config, or HPML_RUN_ID)."""
+    raw = OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["run_dir"]), resolve=False)["run_dir"]
+    return raw != RUN_DIR_DEFAULT or bool(os.environ.get("HPML_RUN_ID"))  # set but empty: not a name
 
 
 def to_train_config(cfg: DictConfig) -> TrainConfig:

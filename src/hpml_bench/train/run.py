@@ -20,7 +20,7 @@ from hpml_bench.data import build_loaders
 from hpml_bench.data.labels import class_counts
 from hpml_bench.errors import HpmlError
 from hpml_bench.faults.lost_peer import lost_peer, rank_hosts
-from hpml_bench.faults.lost_worker import with_checkpoint, worker_lost
+from hpml_bench.faults.lost_worker import quiet_sigchld, with_checkpoint, worker_lost
 from hpml_bench.faults.preemption import StopRequest, report_stop, restart_resume
 from hpml_bench.models import build_model_from_config, count_parameters
 from hpml_bench.runfolder import RunFolder
@@ -65,14 +65,16 @@ def run_training(dcfg: DictConfig, run_dir: Path | RunFolder, overrides: list[st
             _write_config(dcfg, folder, overrides)
             record_model_source(folder, cfg.model)
         stop.install()  # only now: a signal during start-up still ends the process at once
-        try:
-            history = trainer.fit()
-        except RuntimeError as exc:  # torch's SIGCHLD handler raises it wherever the loop is
-            _raise_fault(exc, trainer, strategy, folder, hosts)
-        if trainer.stopped_at:  # a stop request: every rank joins the save (rank 0 writes)
-            strategy.save_checkpoint(folder.last, trainer.state_dict())
-            if strategy.is_main:
-                report_stop(stop, trainer.stopped_at, folder.last, folder)
+        # A lost loader worker is found at a batch boundary, never mid-step (faults/lost_worker.py).
+        with quiet_sigchld():
+            try:
+                history = trainer.fit()
+                if trainer.stopped_at:  # a stop request: every rank joins the save (rank 0 writes)
+                    strategy.save_checkpoint(folder.last, trainer.state_dict())
+            except RuntimeError as exc:  # a lost worker (a batch boundary), a peer lost in a collective
+                _raise_fault(exc, trainer, strategy, folder, hosts)
+        if trainer.stopped_at and strategy.is_main:
+            report_stop(stop, trainer.stopped_at, folder.last, folder)
     finally:
         strategy.teardown()
         stop.uninstall()

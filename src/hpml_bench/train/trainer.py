@@ -183,7 +183,7 @@ class Trainer:
             last = i + 1 == steps
             out = self.strategy.train_step(batch, step_optimizer=(i + 1) % accum == 0 or last, loss_scale=1 / accum)
             self.finite.see(i, out.loss)  # a reference; read at the checks below
-            if (i + 1) % accum == 0:
+            if (i + 1) % accum == 0 or last:  # `last` steps the optimizer too
                 self.position = (epoch, i + 1)
             self.finite.check_dropped(epoch, i)
             if out.n:  # a pipeline's earlier stages see no outputs
@@ -258,7 +258,7 @@ class Trainer:
         metrics.reset()
         loss_sum = torch.zeros((), device=self.strategy.device)
         samples = 0
-        for batch in self.val_loader:
+        for batch in watch_workers(iter(self.val_loader), self.val_loader):
             out = self.strategy.eval_step(batch, averaged=True) if averaged else self.strategy.eval_step(batch)
             if out.n:
                 metrics.update(out.logits, out.targets)
@@ -306,7 +306,9 @@ class Trainer:
         """After a fault mid-epoch (a lost loader worker): stop at the last finished optimizer
         step so that state_dict() continues from there; None when there is nothing to save."""
         epoch, done = self.position
-        if done == 0 or self.stopped_at:
+        # done == steps: the epoch's training ended and its validation did not; the epoch's own
+        # checkpoint (trainer.checkpoint_every) is where a resume starts, not a mid-epoch one.
+        if done == 0 or done >= self.steps_per_epoch or self.stopped_at:
             return None
         self.finite.check(epoch, done - 1)  # never a checkpoint past an unread flag
         self.stopped_at = (epoch, done)

@@ -10,6 +10,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from hpml_bench.config.words import hydra_words, key_of, value_of, word
 from hpml_bench.config.groups import CONF_DIR, check_group_choices
 from hpml_bench.errors import HpmlError, WriteError, report_error
 from hpml_bench.faults.preemption import restarted
@@ -33,7 +34,7 @@ def train_command(args: list[str]) -> int:
 
         print(train_help([a for a in args if a not in ("--help", "-h")]))
         return 0
-    args = with_resumed_overrides(with_restart_resume(args))
+    args = with_resumed_overrides(with_restart_resume(hydra_words(args)))
     check_group_choices(args)  # also under --cfg / -m, where Hydra's own message is long or late
     if not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
         # Check the config and the run folder before Hydra makes a folder and starts,
@@ -51,7 +52,7 @@ def train_command(args: list[str]) -> int:
         STRATEGIES.get(cfg.strategy.name).preflight(cfg, world_size_to_be(nproc))
         if nproc > 1:
             if not launched_by_hpml_or_torchrun():  # every worker must write the same run folder
-                return launch_workers(nproc, [*args, f"run_dir={folder}"])
+                return launch_workers(nproc, [*args, word("run_dir", str(folder))])
     return run_hydra(args)
 
 
@@ -90,26 +91,22 @@ def run_hydra(overrides: list[str]) -> int:
     return 0
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def with_resumed_overrides(args: list[str]) -> list[str]:
     """The saved overrides of the resumed run, minus those given again now, then `args`.
 
     So `hpml train resume=runs/X trainer.epochs=8` continues run X's model and data set
     without the user repeating them.
     """
-    resume = next((a.split("=", 1)[1] for a in args if _key(a) == "resume"), None)
+    resume = value_of(args, "resume")
     folder = RunFolder(resume) if resume else None
     if folder is None or not folder.overrides.is_file():
         return args
     use_run_config_dir(folder)  # the user's config folder it was started with
-    given = {_key(a) for a in args}
-    saved = [str(o) for o in OmegaConf.load(folder.overrides) if _key(str(o)) not in given]
+    given = {key_of(a) for a in args}
+    saved = [str(o) for o in OmegaConf.load(folder.overrides) if key_of(str(o)) not in given]
     code = recorded_file(folder)  # model=custom: import the file it trained with, from any folder
     if code is not None and "model.path" not in given:
-        saved.append(f"model.path={code}")
+        saved.append(word("model.path", str(code)))
     return saved + args
 
 
@@ -120,11 +117,11 @@ def with_restart_resume(args: list[str]) -> list[str]:
     picks up an old folder. The folder is `run_dir=` if given, else runs/$HPML_RUN_ID.
     """
     env = os.environ
-    if not restarted() or any(_key(a) == "resume" for a in args):
+    if not restarted() or any(key_of(a) == "resume" for a in args):
         return args
-    run_dir = next((a.split("=", 1)[1] for a in args if _key(a) == "run_dir"), None)
+    run_dir = value_of(args, "run_dir")
     if run_dir is None and env.get("HPML_RUN_ID"):
         run_dir = f"runs/{env['HPML_RUN_ID']}"
     if run_dir is None or not RunFolder(run_dir).resumable:
         return args
-    return [*args, f"resume={run_dir}"]
+    return [*args, word("resume", run_dir)]

@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from hpml_bench.config.words import hydra_words, key_of, value_of, word
-from hpml_bench.config.groups import CONF_DIR, check_group_choices
+from hpml_bench.config.groups import CHOICE_GROUPS, CONF_DIR, check_group_choices
 from hpml_bench.errors import HpmlError, WriteError, report_error
 from hpml_bench.faults.preemption import restarted
 from hpml_bench.runfolder import RunFolder
@@ -46,7 +46,12 @@ def train_command(args: list[str]) -> int:
             # every rank stops with its line (train/run.py): a rank 0 leaving here would leave
             # srun's other tasks waiting for it until strategy.timeout_s.
             folder.check_not_held()
-        RunFolder(cfg.run_dir).check_start(cfg.resume)
+        checkpoint = RunFolder(cfg.run_dir).check_start(cfg.resume)
+        if checkpoint is not None:
+            # here: only a resume reads a checkpoint (its shapes, against a meta-device model)
+            from hpml_bench.train.resume import check_resumable
+
+            check_resumable(cfg, folder, checkpoint)  # another model: one line before any worker starts
         folder.check_writable(create=False)  # before Hydra starts or data loads
         nproc = getattr(cfg.strategy, "nproc_per_node", 1)
         STRATEGIES.get(cfg.strategy.name).preflight(cfg, world_size_to_be(nproc))
@@ -103,11 +108,38 @@ def with_resumed_overrides(args: list[str]) -> list[str]:
         return args
     use_run_config_dir(folder)  # the user's config folder it was started with
     given = {key_of(a) for a in args}
-    saved = [str(o) for o in OmegaConf.load(folder.overrides) if key_of(str(o)) not in given]
+    saved = _carried(folder, [str(o) for o in OmegaConf.load(folder.overrides) if key_of(str(o)) not in given], args)
     code = recorded_file(folder)  # model=custom: import the file it trained with, from any folder
     if code is not None and "model.path" not in given:
         saved.append(word("model.path", str(code)))
     return saved + args
+
+
+def _carried(folder: RunFolder, saved: list[str], args: list[str]) -> list[str]:
+    """The saved overrides that still apply: after `strategy=single` (the run had ddp), the run's
+    `strategy.nproc_per_node=2` is kept only if the new choice has that key (fsdp does, single
+    does not). One line names what is left behind."""
+    chosen = {g: value_of(args, g) for g in CHOICE_GROUPS if value_of(args, g) is not None}
+    before = [str(o) for o in OmegaConf.load(folder.overrides)]
+    changed = [g for g, v in chosen.items() if value_of(before, g) != v]
+    candidates = [o for o in saved if key_of(o).split(".")[0] in changed and not o.startswith("+")]
+    if not candidates:
+        return saved
+    kept = [o for o in saved if o not in candidates]
+    try:
+        composed = compose_train(kept + args)
+        keep = [o for o in candidates if OmegaConf.select(composed, key_of(o), default=_ABSENT) is not _ABSENT]
+    except HpmlError:  # the command has another mistake: its own line comes when it is composed
+        keep = []
+    left = [o for o in candidates if o not in keep]
+    if left and read_dist_env().rank == 0:
+        now = ", ".join(f"{g}={chosen[g]}" for g in changed)
+        print(f"hpml: resume={folder} with {now}: not carried over from the run: {' '.join(left)}",
+              file=sys.stderr, flush=True)
+    return [o for o in saved if o not in left]
+
+
+_ABSENT = object()
 
 
 def with_restart_resume(args: list[str]) -> list[str]:

@@ -20,6 +20,7 @@ from hpml_bench.errors import HpmlError
 from hpml_bench.models import split_points
 from hpml_bench.strategies.base import STRATEGIES
 from hpml_bench.strategies.distributed import DistributedConfig, DistributedStrategy
+from hpml_bench.strategies.optim_state import is_by_name, numbered_state_refused
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -74,4 +75,6 @@ class FSDPStrategy(DistributedStrategy):
         return get_optimizer_state_dict(self.unwrapped(), self.optimizer, options=self._full)
 
     def load_optimizer_state(self, state: dict[str, Any]) -> None:
+        if not is_by_name(state):
+            raise HpmlError(numbered_state_refused("fsdp"))
         set_optimizer_state_dict(self.unwrapped(), self.optimizer, state, options=StateDictOptions(full_state_dict=True))

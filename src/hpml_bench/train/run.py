@@ -1,12 +1,10 @@
 """The body of `hpml train`: build every part from the config, then fit."""
 from __future__ import annotations
 
-import datetime
 import math
 import os
 import random
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from hpml_bench.tasks import build_task
 from hpml_bench.train.config import TrainConfig, to_train_config
 from hpml_bench.train.flops import measure as measure_flops
 from hpml_bench.train.optim import build_optimizer, build_scheduler
+from hpml_bench.train.resume import resume
 from hpml_bench.train.trainer import Trainer
 
 
@@ -54,8 +53,8 @@ def run_training(dcfg: DictConfig, run_dir: Path | RunFolder, overrides: list[st
         folder.check_seen_by(strategy.rank, hosts)
         lock = _take_run_folder(strategy, folder)  # before any data is loaded
         trainer = _build_trainer(cfg, dcfg, strategy, folder, choices or {}, stop)
-        if checkpoint is not None:
-            _resume(trainer, strategy, checkpoint)
+        if checkpoint is not None:  # refused in one line when this config cannot continue it
+            resume(trainer, strategy, checkpoint, cfg, RunFolder(checkpoint.parent.parent))
         if strategy.is_main:
             _write_config(dcfg, folder, overrides)
             record_model_source(folder, cfg.model)
@@ -151,16 +150,6 @@ def _build_trainer(cfg: TrainConfig, dcfg: DictConfig, strategy: Strategy, folde
     config_dict = OmegaConf.to_container(_without_hydra(dcfg), resolve=True)
     callbacks = build_callbacks(cfg, strategy, task, folder, info, config_dict)
     return Trainer(cfg.trainer, strategy, task, train_loader, val_loader, callbacks, stop, throughput)
-
-
-def _resume(trainer: Trainer, strategy: Strategy, checkpoint: Path) -> None:
-    trainer.load_state_dict(strategy.load_checkpoint(checkpoint))
-    if strategy.is_main:
-        print(f"hpml: resuming {checkpoint} at epoch {trainer.start_epoch + 1} step {trainer.start_step} "
-              f"({datetime.datetime.now():%H:%M:%S.%f})", file=sys.stderr, flush=True)
-    if trainer.start_epoch >= trainer.cfg.epochs:
-        raise HpmlError(f"{checkpoint} has already trained {trainer.start_epoch} epochs; "
-                        f"set trainer.epochs above {trainer.start_epoch} to train on")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

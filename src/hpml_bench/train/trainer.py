@@ -264,9 +264,17 @@ class Trainer:
             "scheduler": s.scheduler.state_dict() if s.scheduler is not None else None,
             "scaler": s.scaler.state_dict(),
             "history": self.history,
+            "layout": self.layout(),  # a resume under another strategy converts from it (train/resume.py)
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
+
+    def layout(self) -> dict[str, Any]:
+        """How the run splits its data over ranks and steps."""
+        s = self.strategy
+        return {"strategy": s.cfg.name, "world_size": s.world_size, "replicas": s.data_parallel[0],
+                "batch_size": self.train_loader.batch_size, "batches_per_epoch": self.steps_per_epoch,
+                "grad_accum_steps": self.cfg.grad_accum_steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         s = self.strategy

@@ -21,6 +21,7 @@ from hpml_bench.errors import HpmlError
 from hpml_bench.registry import Registry
 from hpml_bench.runfolder.checksums import atomic_torch_save, load_checkpoint_file
 from hpml_bench.runfolder.lock import writing_checkpoint
+from hpml_bench.strategies.agreement import OomAgreement
 from hpml_bench.strategies.optim_state import by_name, is_by_name, load_by_name, numbered_state_refused
 from hpml_bench.strategies.sampler import ResumableSampler
 from hpml_bench.strategies.step import StepLoop, StepSettings, compile_mode
@@ -62,6 +63,7 @@ class Strategy(StepLoop):
         # Named ranges of a step (forward, backward, optimizer step, communication): the
         # profiler's record_function when a trace is recorded, else a no-op, so the loop has no `if`.
         self.range: Callable[[str], Any] = torch.profiler.record_function if step.named_ranges else no_range
+        self.agreement = OomAgreement(self, step.agree_steps)  # ranks agree on an out-of-memory
 
     # -- life cycle -------------------------------------------------------------------
     @classmethod

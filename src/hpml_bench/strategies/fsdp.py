@@ -14,7 +14,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from hpml_bench.errors import HpmlError
 from hpml_bench.models import split_points
@@ -54,11 +54,23 @@ class FSDPStrategy(DistributedStrategy):
         # Only blocks the model's forward really calls: a split point may be a Sequential made
         # up to group modules (ResNet's stem), whose own forward hooks would never run.
         real = {id(m) for m in model.modules()}
-        for block in blocks:
-            if id(block) in real and any(p.requires_grad for p in block.parameters()):
-                fully_shard(block, mp_policy=policy, reshard_after_forward=cfg.reshard_after_forward)
+        units = [b for b in blocks if id(b) in real and any(p.requires_grad for p in b.parameters())]
+        for block in units:
+            fully_shard(block, mp_policy=policy, reshard_after_forward=cfg.reshard_after_forward)
         fully_shard(model, mp_policy=policy, reshard_after_forward=cfg.reshard_after_forward)
+        for unit in [model, *units]:  # first, before FSDP's own all-gather (strategies/agreement.py)
+            unit.register_forward_pre_hook(self._agree, prepend=True)
         return model
+
+    def _agree(self, module, args) -> None:
+        self.agreement.point()  # nothing outside an agreement window
+
+    def after_out_of_memory(self) -> None:
+        """Free the parameters a step left unsharded when it stopped part-way."""
+        for module in self.unwrapped().modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
+        super().after_out_of_memory()
 
     def grad_sync(self, sync: bool):
         self.unwrapped().set_requires_gradient_sync(sync)

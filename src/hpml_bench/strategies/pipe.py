@@ -21,6 +21,7 @@ from torch.distributed.pipelining import (
 )
 
 from hpml_bench.errors import HpmlError
+from hpml_bench.faults.oom import next_micro_batch
 from hpml_bench.models import build_model_from_config, split_points
 from hpml_bench.strategies.base import STRATEGIES
 from hpml_bench.strategies.distributed import DistributedConfig, DistributedStrategy
@@ -83,6 +84,9 @@ class PipeStrategy(DistributedStrategy):
         super().preflight(cfg, world_size)
         if cfg.trainer.precision == "fp16":
             raise HpmlError("strategy=pipe does not support trainer.precision=fp16 (GradScaler); use bf16")
+        if cfg.trainer.auto_microbatch:
+            raise HpmlError("strategy=pipe splits each batch into strategy.n_microbatches itself: drop "
+                            "trainer.auto_microbatch and raise strategy.n_microbatches to use less memory")
         if cfg.trainer.grad_accum_steps != 1:
             raise HpmlError("strategy=pipe accumulates over micro-batches: set trainer.grad_accum_steps=1 "
                             "and raise strategy.n_microbatches instead")
@@ -146,7 +150,11 @@ class PipeStrategy(DistributedStrategy):
         return StepOutput(loss, self.logits_fn(out).detach(), targets, len(targets))
 
     def train_step(self, batch, step_optimizer: bool = True, loss_scale: float = 1.0) -> StepOutput:
-        out = self._run(batch, train=True)
+        try:
+            out = self._run(batch, train=True)
+        except torch.OutOfMemoryError as exc:  # its one line, exit 2
+            next_micro_batch(self, exc, len(batch[1]), fresh_grads=False)
+            raise
         if step_optimizer:
             with self.range("optimizer_step"):
                 self.optimizer_step()

@@ -42,7 +42,8 @@ def run_training(dcfg: DictConfig, run_dir: Path | RunFolder, overrides: list[st
     t = cfg.trainer
     strategy = build_strategy(cfg.strategy, StepSettings(cfg.device, t.precision, t.channels_last, t.compile, t.grad_clip_norm,
                                                           t.on_nonfinite == "skip", t.auto_microbatch,
-                                                          named_ranges=cfg.profiler.name == "torch"))
+                                                          named_ranges=cfg.profiler.name == "torch",
+                                                          agree_steps=t.auto_microbatch_agree_steps))
     type(strategy).preflight(cfg, strategy.world_size)
     stop = StopRequest(t.requeue_signal, t.stop_check_every)  # preemption, Ctrl-C (handlers from fit on)
     strategy.setup()

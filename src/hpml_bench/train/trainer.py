@@ -64,6 +64,10 @@ class TrainerConfig:
     keep_checkpoints: int = 1
     # On GPU out-of-memory: halve the micro-batch and accumulate (same global batch), printed once.
     auto_microbatch: bool = False
+    # auto_microbatch on several ranks: in the first N batches of each epoch (and after a halving)
+    # every rank learns of an out-of-memory on any rank and all halve (a 2-number all-reduce per
+    # micro-batch; DDP syncs gradients after the backward); later, one is an error (exit 2).
+    auto_microbatch_agree_steps: int = 3
 
     def __post_init__(self):
         for knob in ("epochs", "grad_accum_steps"):
@@ -84,6 +88,8 @@ class TrainerConfig:
             raise HpmlError(f"trainer.on_write_error={self.on_write_error}: use stop or warn")
         if self.keep_checkpoints <= 0:
             raise HpmlError(f"trainer.keep_checkpoints={self.keep_checkpoints} must be 1 or more")
+        if self.auto_microbatch_agree_steps < 0:
+            raise HpmlError(f"trainer.auto_microbatch_agree_steps={self.auto_microbatch_agree_steps} must be 0 or more")
         if self.max_nonfinite_steps <= 0:
             raise HpmlError(f"trainer.max_nonfinite_steps={self.max_nonfinite_steps} must be positive")
 

@@ -21,7 +21,7 @@ TWO = ["strategy.nproc_per_node=2", "strategy.timeout_s=60"]  # a hang fails in 
 
 # Every worker logs the batch of each training forward; rank 1 runs out of memory after the
 # first block (past FSDP's first all-gather, before the next) for batches above 8, from the
-# HPML_TEST_OOM_FROM-th training forward on.
+# HPML_TEST_OOM_FROM-th training forward on (HPML_TEST_OOM_IN=backward: in its backward).
 INJECT = """
 import os
 rank = os.environ.get("RANK")
@@ -30,7 +30,11 @@ if rank is not None:
     from hpml_bench.models import mlp
     log = os.path.join(os.environ["HPML_TEST_LOG"], f"rank{rank}.txt")
     first = int(os.environ.get("HPML_TEST_OOM_FROM", "1"))
+    in_backward = os.environ.get("HPML_TEST_OOM_IN") == "backward"
     calls = [0]
+
+    def run_out(grad):
+        raise torch.OutOfMemoryError("injected: rank 1 ran out of memory in the backward pass")
 
     def forward(self, x):
         training = torch.is_grad_enabled() and self.training and x.device.type != "meta"  # not the FLOPs count
@@ -41,7 +45,10 @@ if rank is not None:
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i == 0 and training and rank == "1" and len(x) > 8 and calls[0] >= first:
-                raise torch.OutOfMemoryError("injected: rank 1 ran out of memory after the first block")
+                if in_backward:
+                    x.register_hook(run_out)
+                else:
+                    raise torch.OutOfMemoryError("injected: rank 1 ran out of memory after the first block")
         return self.head(x)
 
     mlp.MLP.forward = forward
@@ -92,4 +99,14 @@ def test_out_of_memory_on_one_rank_past_the_window_stops_the_run_in_one_line(tmp
     assert errors[0].startswith("error: out of memory on rank 1 at batch size 16 per rank, peak "), errors
     assert ("after the ranks' agreement window (trainer.auto_microbatch_agree_steps=2 batches of each epoch; "
             "raise it), lower dataset.batch_size") in errors[0]
+    assert "Traceback" not in r.err
+
+
+def test_out_of_memory_in_fsdp_backward_on_one_rank_stops_the_run_in_one_line(tmp_path, inject):
+    r = hpml_subprocess(["train", *BASE, "strategy=fsdp", *TWO, "dataset.batch_size=16", "trainer.auto_microbatch=true",
+                         "run_dir=bwd"], tmp_path, env={**inject, "HPML_TEST_OOM_IN": "backward"}, timeout=240)
+    assert r.rc == 2, r.err
+    errors = [line for line in r.err.splitlines() if line.startswith("error: ")]
+    assert errors[0].startswith("error: out of memory on rank 1 at batch size 16 per rank, peak "), errors
+    assert "in the backward pass, whose collectives the other ranks cannot leave with it, lower" in errors[0]
     assert "Traceback" not in r.err

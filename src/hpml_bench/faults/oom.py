@@ -34,6 +34,8 @@ def next_micro_batch(strategy, exc: BaseException, batch: int, fresh_grads: bool
         late = (f" after the ranks' agreement window (trainer.auto_microbatch_agree_steps="
                 f"{strategy.step.agree_steps} batches of each epoch; raise it)," if several and
                 strategy.step.auto_microbatch and not agreed else "")
+        if getattr(exc, "in_backward", False):
+            late = " in the backward pass, whose collectives the other ranks cannot leave with it,"
         fixes = ["lower dataset.batch_size (and raise trainer.grad_accum_steps to keep the global batch)",
                  "use trainer.precision=bf16"] + ([] if strategy.step.auto_microbatch else ["set trainer.auto_microbatch=true"])
         raise HpmlError(f"out of memory{where} at batch size {batch} per rank{tried}, peak {peak:.2f} GiB{total}:{late} "

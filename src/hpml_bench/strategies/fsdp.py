@@ -43,6 +43,7 @@ class FSDPStrategy(DistributedStrategy):
     _full = StateDictOptions(full_state_dict=True, cpu_offload=True)
     # FSDP2 all-gathers parameters inside forward/backward and reduce-scatters gradients in backward.
     backward_range = "backward+reduce_scatter"
+    backward_collectives = True  # an out-of-memory there is not agreed on (strategies/agreement.py)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         cfg: FSDPConfig = self.cfg

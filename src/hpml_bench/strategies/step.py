@@ -82,14 +82,15 @@ class StepLoop:
                 out = self._forward_backward(inputs, targets, step_optimizer, loss_scale, agreeing)
             except torch.OutOfMemoryError as exc:
                 failure = exc
-            if agreeing:  # every rank learns whether any ran out, once all are done with the step
-                failure = self.agreement.settle(failure)
+            if agreeing and not getattr(failure, "in_backward", False):  # every rank learns whether any
+                failure = self.agreement.settle(failure)  # ran out, once all are done with the step
             if failure is None:
                 break
             self.optimizer.zero_grad(set_to_none=True)  # a retry starts the window afresh
             self.after_out_of_memory()
             # raises the one line, or says which smaller micro-batch every rank retries with
-            self.micro_batch = next_micro_batch(self, failure, len(targets), fresh, agreeing)
+            agreed = agreeing and not getattr(failure, "in_backward", False)
+            self.micro_batch = next_micro_batch(self, failure, len(targets), fresh, agreed)
             self.agreement.open()
             agreeing = self.agreement.start_step()
         if agreeing and step_optimizer and self.defers_sync:
@@ -121,7 +122,7 @@ class StepLoop:
                 with self.range("forward"), self.autocast():
                     outputs = self.model(x)
                     loss = self.loss_fn(outputs, y)
-                with self.range(self.backward_range):
+                with self.range(self.backward_range), self._backward_failure(agreeing):
                     share = loss_scale if len(y) == n else loss_scale * len(y) / n
                     self.scaler.scale(loss * share).backward()
             self._fresh_grads = False
@@ -136,6 +137,19 @@ class StepLoop:
     def grad_sync(self, sync: bool):
         """Context that skips gradient all-reduce on accumulation steps (DDP's no_sync)."""
         return contextlib.nullcontext()
+
+    # FSDP: the backward all-gathers and reduce-scatters, which no rank can leave part-way.
+    backward_collectives = False
+
+    @contextlib.contextmanager
+    def _backward_failure(self, agreeing: bool):
+        """An out-of-memory in a backward with collectives: not agreed on (the others wait in
+        them), so that rank reports it alone (faults/oom.py) and the launcher stops the rest."""
+        try:
+            yield
+        except torch.OutOfMemoryError as exc:
+            exc.in_backward = agreeing and self.backward_collectives
+            raise
 
     # DDP: in an agreement window the backward runs without its gradient all-reduce (a rank
     # that ran out of memory could not join it) and sync_gradients() averages them after.

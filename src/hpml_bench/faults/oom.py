@@ -36,10 +36,10 @@ def next_micro_batch(strategy, exc: BaseException, batch: int, fresh_grads: bool
                 strategy.step.auto_microbatch and not agreed else "")
         if getattr(exc, "in_backward", False):
             late = " in the backward pass, whose collectives the other ranks cannot leave with it,"
-        fixes = ["lower dataset.batch_size (and raise trainer.grad_accum_steps to keep the global batch)",
-                 "use trainer.precision=bf16"] + ([] if strategy.step.auto_microbatch else ["set trainer.auto_microbatch=true"])
+        auto = "" if strategy.step.auto_microbatch else ", or set trainer.auto_microbatch=true"
         raise HpmlError(f"out of memory{where} at batch size {batch} per rank{tried}, peak {peak:.2f} GiB{total}:{late} "
-                        f"{', '.join(fixes[:-1])}, or {fixes[-1]}") from exc
+                        f"lower dataset.batch_size (and raise trainer.grad_accum_steps to keep the global batch), "
+                        f"use trainer.precision=bf16{auto}") from exc
     halved = max(1, size // 2)
     if strategy.is_main:
         where, every = (f" on rank {rank}", ", every rank") if several else ("", "")

@@ -23,6 +23,8 @@ from hpml_bench.faults.oom import next_micro_batch
 oom_above = int(os.environ.get("HPML_SIMULATE_OOM_ABOVE", "0") or 0)
 
 
+_NOTHING = contextlib.nullcontext()  # reentrant: one instance serves every step
+
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 _COMPILE_ALIASES = {"false": "off", "none": "off", "no": "off", "true": "default", "yes": "default"}
 
@@ -122,7 +124,8 @@ class StepLoop:
                 with self.range("forward"), self.autocast():
                     outputs = self.model(x)
                     loss = self.loss_fn(outputs, y)
-                with self.range(self.backward_range), self._backward_failure(agreeing):
+                guard = self._backward_failure() if agreeing and self.backward_collectives else _NOTHING
+                with self.range(self.backward_range), guard:
                     share = loss_scale if len(y) == n else loss_scale * len(y) / n
                     self.scaler.scale(loss * share).backward()
             self._fresh_grads = False
@@ -142,13 +145,13 @@ class StepLoop:
     backward_collectives = False
 
     @contextlib.contextmanager
-    def _backward_failure(self, agreeing: bool):
+    def _backward_failure(self):
         """An out-of-memory in a backward with collectives: not agreed on (the others wait in
         them), so that rank reports it alone (faults/oom.py) and the launcher stops the rest."""
         try:
             yield
         except torch.OutOfMemoryError as exc:
-            exc.in_backward = agreeing and self.backward_collectives
+            exc.in_backward = True
             raise
 
     # DDP: in an agreement window the backward runs without its gradient all-reduce (a rank

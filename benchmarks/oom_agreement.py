@@ -10,7 +10,13 @@ Variants, alternated round by round so a shared machine's load hits each alike:
 Per step: an epoch's train_s (the slowest rank) / its batches, over the epochs after the warm-up
 one; prints each variant's median and spread (min-max) and its difference from `off`.
 
+--latency N instead times the agreement point alone (OomAgreement._exchange: the all-reduce of
+two numbers and its host sync) N times on 2 processes of a real DDP strategy, in blocks of 100,
+and prints the median and spread per exchange: a step in the window pays (micro-batches + 1)
+of them, a step outside it none.
+
     python benchmarks/oom_agreement.py --strategy ddp --rounds 3 --epochs 3 --steps 64
+    python benchmarks/oom_agreement.py --latency 5000
 """
 from __future__ import annotations
 
@@ -31,6 +37,46 @@ VARIANTS = {
 }
 
 
+def _exchange_times(rank: int, port: int, n: int, out) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    import time
+
+    from hpml_bench.strategies import STRATEGIES, StepSettings
+
+    strategy = STRATEGIES.get("ddp")(STRATEGIES.schemas()["ddp"](), StepSettings("cpu", auto_microbatch=True))
+    strategy.setup()
+    strategy.barrier()
+    blocks = []
+    for _ in range(n // 100):
+        start = time.perf_counter()
+        for _ in range(100):
+            strategy.agreement._exchange(None, done=True)
+        blocks.append((time.perf_counter() - start) / 100)
+    strategy.teardown()
+    if rank == 0:
+        out.put(blocks)
+
+
+def latency(n: int) -> None:
+    import multiprocessing
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_exchange_times, args=(r, port, n, out)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    blocks = out.get()
+    for p in procs:
+        p.join()
+    print(f"agreement exchange (gloo, 2 processes, {n} exchanges in blocks of 100): median "
+          f"{statistics.median(blocks) * 1e6:.1f} us (min {min(blocks) * 1e6:.1f}, max {max(blocks) * 1e6:.1f})")
+
+
 def per_step(folder: Path, batches: int) -> list[float]:
     epochs = pd.read_csv(folder / "epochs.csv")
     return list(epochs.loc[~epochs["warmup"], "train_s"] / batches)
@@ -45,7 +91,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=64, help="batches per rank and epoch")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency", type=int, default=0, help="time N agreement exchanges alone")
     args = parser.parse_args()
+    if args.latency:
+        return latency(args.latency)
     base = [f"model={args.model}", "dataset=synthetic", f"dataset.image_size={args.image_size}",
             f"dataset.batch_size={args.batch}", f"dataset.num_train={2 * args.batch * args.steps}",
             "dataset.num_val=32", f"trainer.epochs={args.epochs}", "trainer.progress=never",

@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hpml_bench.config.groups import CONF_DIR, GROUPS, choices, config_error_line
 from hpml_bench.config.search_path import find_config
+from hpml_bench.config.words import as_config, key_of, value_of
 from hpml_bench.errors import HpmlError
 from hpml_bench.registry import unknown_choice
 
@@ -100,14 +101,14 @@ ConfigStore.instance().store(group="bench", name="schema", node=BenchConfig)
 def load_bench(args: list[str]) -> tuple[BenchConfig, list[str]]:
     """`bench=<name> bench.x=y ...` compose the bench; every other argument is a train override
     added to each cell."""
-    bench_args = [a for a in args if a.lstrip("+~").split("=")[0].split(".")[0] == "bench"]
+    bench_args = [a for a in args if key_of(a).split(".")[0] == "bench"]
     train_args = [a for a in args if a not in bench_args]
     names = choices("bench")
-    chosen = next((a.split("=", 1)[1] for a in bench_args if a.startswith("bench=")), None)
+    chosen = value_of(bench_args, "bench")
     if chosen is None:
         raise HpmlError(f"name a bench: hpml bench bench=<name>, one of {', '.join(names)}")
     if chosen.endswith((".yaml", ".yml")):
-        return _load_bench_file(Path(chosen), [a for a in bench_args if not a.startswith("bench=")]), train_args
+        return _load_bench_file(Path(chosen), [a for a in bench_args if key_of(a) != "bench"]), train_args
     if chosen not in names:
         raise unknown_choice("bench", chosen, names)
     GlobalHydra.instance().clear()
@@ -129,9 +130,7 @@ def _load_bench_file(path: Path, overrides: list[str]) -> BenchConfig:
     try:
         loaded = OmegaConf.load(path)
         loaded.pop("defaults", None)
-        dotlist = [a.lstrip("+") for a in overrides]
-        merged = OmegaConf.merge(OmegaConf.structured(BenchConfig), loaded,
-                                 OmegaConf.from_dotlist([a.split(".", 1)[1] for a in dotlist]))
+        merged = OmegaConf.merge(OmegaConf.structured(BenchConfig), loaded, as_config(overrides, prefix="bench."))
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         if isinstance(exc.__cause__, HpmlError):

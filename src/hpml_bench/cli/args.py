@@ -1,7 +1,14 @@
-"""One argument grammar for the commands that take `key=value` words (export, predict, eval, cam):
-the keys of the command's config dataclass, values parsed as Hydra/OmegaConf parse them (so
-`images='my photos'` and `images=my\\ photos` mean the same folder in every command), an optional
-`<command>.` prefix, `--flag` for a true boolean key, and --help listing the keys."""
+"""How the commands take their words. The grammar itself, Hydra's override grammar plus one
+rule for paths, is config/words.py (below every package that reads words):
+
+- `hpml train`, `prepare`, `slurm`, `bench` hand their words to Hydra (`hydra_words` first);
+- `export`, `predict`, `eval`, `cam` parse them into their config dataclass (`parse_args`): the
+  keys of the dataclass, an optional `<command>.` prefix, `--flag` for a true boolean, --help;
+- `report` takes folders and `--baseline/--out` (or `baseline=`/`out=` words).
+
+So `images='my photos'`, `images="my photos"` and `images=my\\ photos` name the same folder in
+every command, as `dataset.root='my data'` does in `hpml train`.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -10,6 +17,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from hpml_bench.config.words import key_of, value_of
 from hpml_bench.errors import HpmlError
 from hpml_bench.registry import unknown_choice
 
@@ -35,24 +43,24 @@ def parse_args(args: list[str], schema: type, command: str, required: tuple[str,
     """`key=value` (and `--flag`) words into the typed config `schema`; one line for a word
     that is not one, an unknown key (with the nearest names) or a value of the wrong type."""
     names = [f.name for f in dataclasses.fields(schema)]
-    dotlist = []
+    values: dict[str, Any] = {}
     for arg in args:
         if arg.startswith("--") and "=" not in arg:
             flag = arg[2:].replace("-", "_")
             if flag not in names or not isinstance(_default(_field(schema, flag)), bool):
                 raise HpmlError(f"hpml {command}: unknown flag {arg}; the keys are {', '.join(names)} "
                                 f"(`hpml {command} --help`)")
-            dotlist.append(f"{flag}=true")
+            values[flag] = True
             continue
-        key, sep, _ = arg.partition("=")
-        if not sep:
+        if "=" not in arg:
             raise HpmlError(f"hpml {command}: expected key=value arguments, got {arg!r} (e.g. run=runs/<id>)")
-        key = key.removeprefix(f"{command}.")
+        key = key_of(arg).removeprefix(f"{command}.")
         if key not in names:
             raise unknown_choice(f"{command} argument", key, names)
-        dotlist.append(f"{key}={arg.partition('=')[2]}")
+        values[key] = value_of([arg], key_of(arg))
     try:
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(dotlist)))
+        given = OmegaConf.create(values)
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), given))
     except OmegaConfBaseException as exc:
         if isinstance(exc.__cause__, HpmlError):
             raise exc.__cause__ from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
+from hpml_bench.config.words import hydra_words
 from hpml_bench.config.groups import config_error_line
 from hpml_bench.data.cache import cache_folder, prepare_cache
 from hpml_bench.errors import HpmlError
@@ -13,7 +14,7 @@ from hpml_bench.train.config import compose_train
 
 def prepare_command(args: list[str]) -> int:
     """The `hpml prepare` command; returns the exit code."""
-    dcfg = compose_train(args)
+    dcfg = compose_train(hydra_words(args))
     try:
         dataset = OmegaConf.to_object(dcfg.dataset)
         model = OmegaConf.to_object(dcfg.model)

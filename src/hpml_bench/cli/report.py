@@ -1,4 +1,4 @@
-"""hpml report <run folders | multirun folder | bench folder> [--baseline RUN] [--out DIR]
+"""hpml report <run folders | multirun folder | bench folder> [--baseline RUN | baseline=RUN] [--out DIR | out=DIR]
 
 One table (markdown + CSV) and plots over run folders: the config keys that differ between the
 runs are the columns, runs with equal configs are repeats (medians), speedups are against the
@@ -9,6 +9,9 @@ import argparse
 from pathlib import Path
 
 from hpml_bench.bench.report import write_hta, write_report
+from hpml_bench.config.words import is_override, key_of, value_of
+
+_KEYS = ("baseline", "out")  # also as key=value words, read as every command reads them
 
 
 def report_command(args: list[str]) -> int:
@@ -20,6 +23,11 @@ def report_command(args: list[str]) -> int:
     parser.add_argument("--hta", action="store_true",
                         help="Holistic Trace Analysis's view of the runs' profiler=torch traces beside hpml's step "
                              "split of the same steps (hta.csv)")
+    words = [a for a in args if is_override(a) and key_of(a).removeprefix("report.") in _KEYS]
+    args = [a for a in args if a not in words]
+    for key in _KEYS:
+        value = value_of([w.removeprefix("report.") for w in words], key)
+        args += [f"--{key}", str(value)] if value is not None else []
     try:
         opts = parser.parse_args(args)
     except SystemExit as exc:

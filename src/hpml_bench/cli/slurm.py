@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from hpml_bench.config.words import hydra_words, key_of
 from hpml_bench.runfolder.writes import atomic_write_text
 from hpml_bench.slurm.config import check_job, compose_slurm
 from hpml_bench.slurm.render import render
@@ -22,12 +23,13 @@ The slurm config of this command line:
 
 
 def _is_slurm_arg(arg: str) -> bool:
-    key = arg.split("=", 1)[0]
+    key = key_of(arg)
     return key == "slurm" or key.startswith("slurm.")
 
 
 def slurm_command(args: list[str]) -> int:
     """Render (and with slurm.submit=true submit) the sbatch script for `hpml train args`."""
+    args = hydra_words(args)
     slurm_args = [a for a in args if _is_slurm_arg(a)]
     train_args = [a for a in args if not _is_slurm_arg(a) and a not in ("--help", "-h")]
     s = compose_slurm(slurm_args)

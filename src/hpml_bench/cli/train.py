@@ -12,7 +12,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from hpml_bench.cli.sweep import failed_trial, trial_objective, with_optuna_direction
-from hpml_bench.config.groups import CONF_DIR, check_group_choices
+from hpml_bench.config.groups import CHOICE_GROUPS, CONF_DIR, check_group_choices
+from hpml_bench.config.words import hydra_words, key_of, value_of, word
 from hpml_bench.errors import HpmlError, WriteError, report_error
 from hpml_bench.faults.preemption import restarted
 from hpml_bench.runfolder import RunFolder
@@ -35,7 +36,7 @@ def train_command(args: list[str]) -> int:
 
         print(train_help([a for a in args if a not in ("--help", "-h")]))
         return 0
-    args = with_resumed_overrides(with_restart_resume(args))
+    args = with_resumed_overrides(with_restart_resume(hydra_words(args)))
     check_group_choices(args)  # also under --cfg / -m, where Hydra's own message is long or late
     if "-m" in args or "--multirun" in args:
         args = with_optuna_direction(args)  # the sweeper optimizes the way the trials' objective goes
@@ -46,7 +47,7 @@ def train_command(args: list[str]) -> int:
         cfg = to_train_config(dcfg)
         if cfg.resume is None and not names_its_run_dir(dcfg):  # a folder of its own, made now
             cfg.run_dir = str(RunFolder.new())
-            args = [*args, f"run_dir={cfg.run_dir}"]
+            args = [*args, word("run_dir", cfg.run_dir)]
             try:
                 return _checked_start(cfg, args)
             finally:  # a refused start leaves no empty folder; a run that started owns it
@@ -63,12 +64,17 @@ def _checked_start(cfg, args: list[str]) -> int:
         # every rank stops with its line (train/run.py): a rank 0 leaving here would leave
         # srun's other tasks waiting for it until strategy.timeout_s.
         folder.check_not_held()
-    RunFolder(cfg.run_dir).check_start(cfg.resume)
+    checkpoint = RunFolder(cfg.run_dir).check_start(cfg.resume)
+    if checkpoint is not None:
+        # here: only a resume reads a checkpoint (its shapes, against a meta-device model)
+        from hpml_bench.train.resume import check_resumable
+
+        check_resumable(cfg, folder, checkpoint)  # another model: one line before any worker starts
     folder.check_writable(create=False)  # before Hydra starts or data loads
     nproc = getattr(cfg.strategy, "nproc_per_node", 1)
     STRATEGIES.get(cfg.strategy.name).preflight(cfg, world_size_to_be(nproc))
     if nproc > 1 and not launched_by_hpml_or_torchrun():  # every worker must write the same run folder
-        return launch_workers(nproc, [*args, f"run_dir={folder}"])
+        return launch_workers(nproc, [*args, word("run_dir", str(folder))])
     return run_hydra(args)
 
 
@@ -111,27 +117,50 @@ def run_hydra(overrides: list[str]) -> int:
     return 0
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def with_resumed_overrides(args: list[str]) -> list[str]:
     """The saved overrides of the resumed run, minus those given again now, then `args`.
 
     So `hpml train resume=runs/X trainer.epochs=8` continues run X's model and data set
     without the user repeating them.
     """
-    resume = next((a.split("=", 1)[1] for a in args if _key(a) == "resume"), None)
+    resume = value_of(args, "resume")
     folder = RunFolder(resume) if resume else None
     if folder is None or not folder.overrides.is_file():
         return args
     use_run_config_dir(folder)  # the user's config folder it was started with
-    given = {_key(a) for a in args}
-    saved = [str(o) for o in OmegaConf.load(folder.overrides) if _key(str(o)) not in given]
+    given = {key_of(a) for a in args}
+    saved = _carried(folder, [str(o) for o in OmegaConf.load(folder.overrides) if key_of(str(o)) not in given], args)
     code = recorded_file(folder)  # model=custom: import the file it trained with, from any folder
     if code is not None and "model.path" not in given:
-        saved.append(f"model.path={code}")
+        saved.append(word("model.path", str(code)))
     return saved + args
+
+
+def _carried(folder: RunFolder, saved: list[str], args: list[str]) -> list[str]:
+    """The saved overrides that still apply: after `strategy=single` (the run had ddp), the run's
+    `strategy.nproc_per_node=2` is kept only if the new choice has that key (fsdp does, single
+    does not). One line names what is left behind."""
+    chosen = {g: value_of(args, g) for g in CHOICE_GROUPS if value_of(args, g) is not None}
+    before = [str(o) for o in OmegaConf.load(folder.overrides)]
+    changed = [g for g, v in chosen.items() if value_of(before, g) != v]
+    candidates = [o for o in saved if key_of(o).split(".")[0] in changed and not o.startswith("+")]
+    if not candidates:
+        return saved
+    kept = [o for o in saved if o not in candidates]
+    try:
+        composed = compose_train(kept + args)
+        keep = [o for o in candidates if OmegaConf.select(composed, key_of(o), default=_ABSENT) is not _ABSENT]
+    except HpmlError:  # the command has another mistake: its own line comes when it is composed
+        keep = []
+    left = [o for o in candidates if o not in keep]
+    if left and read_dist_env().rank == 0:
+        now = ", ".join(f"{g}={chosen[g]}" for g in changed)
+        print(f"hpml: resume={folder} with {now}: not carried over from the run: {' '.join(left)}",
+              file=sys.stderr, flush=True)
+    return [o for o in saved if o not in left]
+
+
+_ABSENT = object()
 
 
 def with_restart_resume(args: list[str]) -> list[str]:
@@ -141,11 +170,11 @@ def with_restart_resume(args: list[str]) -> list[str]:
     picks up an old folder. The folder is `run_dir=` if given, else runs/$HPML_RUN_ID.
     """
     env = os.environ
-    if not restarted() or any(_key(a) == "resume" for a in args):
+    if not restarted() or any(key_of(a) == "resume" for a in args):
         return args
-    run_dir = next((a.split("=", 1)[1] for a in args if _key(a) == "run_dir"), None)
+    run_dir = value_of(args, "run_dir")
     if run_dir is None and env.get("HPML_RUN_ID"):
         run_dir = f"runs/{env['HPML_RUN_ID']}"
     if run_dir is None or not RunFolder(run_dir).resumable:
         return args
-    return [*args, f"resume={run_dir}"]
+    return [*args, word("resume", run_dir)]

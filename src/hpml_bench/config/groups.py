@@ -7,6 +7,7 @@ checks of every command stay quick.
 from __future__ import annotations
 
 from hpml_bench.config import search_path
+from hpml_bench.config.words import is_override, key_of, parse_word
 from hpml_bench.registry import unknown_choice
 
 CONF_DIR = search_path.HPML_CONF  # hpml's own groups; the user's folder is searched first (search_path)
@@ -24,12 +25,13 @@ def check_group_choices(overrides: list[str]) -> None:
     """`model=resnt18`, `experiment=mnie` -> an error with the closest names, before Hydra's
     longer message (each value of a simple sweep `model=a,b` is checked too)."""
     for override in overrides:
-        key, sep, value = override.partition("=")
-        key = key.lstrip("+~")
-        if not sep or key not in CHOICE_GROUPS or any(c in value for c in "()[]{}*"):
+        if not is_override(override) or "=" not in override or key_of(override) not in CHOICE_GROUPS:
             continue
-        for name in value.split(","):
-            if name not in ("", "null") and name not in choices(key):
+        key, parsed = key_of(override), parse_word(override)
+        if parsed.is_sweep_override() and not parsed.is_choice_sweep():
+            continue  # glob(...), range(...): Hydra expands them
+        for name in parsed.sweep_string_iterator() if parsed.is_sweep_override() else [parsed.value()]:
+            if name not in ("", "null", None) and name not in choices(key):
                 raise unknown_choice(key, name, choices(key))
 
 

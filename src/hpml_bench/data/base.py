@@ -1,6 +1,7 @@
 """What every data set shares: loader knobs, the registry, the loaders factory."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
@@ -62,6 +63,8 @@ class DatasetConfig:
     default_task: ClassVar[str] = "classification"
 
     def __post_init__(self):
+        if self.root and self.root.startswith("~"):  # dataset.root=~/data: no shell expands it after a dotted key
+            self.root = os.path.expanduser(self.root)
         # auto: the data set's own size, until a model asks for another (input_size.py)
         self.size_is_auto = self.image_size in ("auto", None)
         if self.size_is_auto:

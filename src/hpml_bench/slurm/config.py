@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hpml_bench.config.search_path import HPML_CONF, find_config, group_choices
+from hpml_bench.config.words import as_config, key_of, value_of
 from hpml_bench.errors import HpmlError
 from hpml_bench.faults.preemption import signal_number
 from hpml_bench.registry import unknown_choice
@@ -58,14 +59,14 @@ class SlurmConfig:
 
 def compose_slurm(overrides: list[str]) -> SlurmConfig:
     """`slurm=<preset>` then `slurm.key=value` overrides over the SlurmConfig schema."""
-    preset = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "slurm"), "local")
+    preset = str(value_of(overrides, "slurm", "local"))
     names = group_choices("slurm")
     if preset not in names:
         raise unknown_choice("slurm", preset, names)
-    dotlist = [o[len("slurm."):] for o in overrides if o.startswith("slurm.")]
+    given = as_config([o for o in overrides if key_of(o).startswith("slurm.")], prefix="slurm.")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(SlurmConfig), OmegaConf.load(find_config("slurm", preset)),
-                                 OmegaConf.from_dotlist(dotlist))
+                                 given)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         raise HpmlError(f"slurm config: {str(exc).splitlines()[0]}") from exc

@@ -21,6 +21,8 @@ from hpml_bench.errors import HpmlError
 from hpml_bench.registry import Registry
 from hpml_bench.runfolder.checksums import atomic_torch_save, load_checkpoint_file
 from hpml_bench.runfolder.lock import writing_checkpoint
+from hpml_bench.strategies.agreement import OomAgreement
+from hpml_bench.strategies.optim_state import by_name, is_by_name, load_by_name, numbered_state_refused
 from hpml_bench.strategies.sampler import BalancedSampler, ResumableSampler
 from hpml_bench.strategies.split import SplitClock
 from hpml_bench.strategies.step import StepLoop, StepSettings, compile_mode
@@ -64,6 +66,7 @@ class Strategy(StepLoop):
         self.range: Callable[[str], Any] = torch.profiler.record_function if step.named_ranges else no_range
         # Where each training step's time went; on the run's device once setup() chose it.
         self.split = SplitClock(enabled=step.split)
+        self.agreement = OomAgreement(self, step.agree_steps)  # ranks agree on an out-of-memory
 
     # -- life cycle -------------------------------------------------------------------
     # trainer.ema_decay: the strategy keeps a whole copy of the model and validates it.
@@ -249,10 +252,16 @@ class Strategy(StepLoop):
         self.unwrapped().load_state_dict(state)
 
     def optimizer_state(self) -> dict[str, Any]:
-        return self.optimizer.state_dict()
+        """Keyed by parameter name (strategies/optim_state.py): any strategy can load it."""
+        return by_name(self.optimizer, self.unwrapped())
 
     def load_optimizer_state(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state)
+        if is_by_name(state):
+            load_by_name(self.optimizer, self.unwrapped(), state)
+        elif "per_rank" in state:  # a pipeline's, from before by-name states
+            raise HpmlError(numbered_state_refused(self.cfg.name))
+        else:  # numbered: a checkpoint from before by-name states, written by one device, DP or DDP
+            self.optimizer.load_state_dict(state)
 
     def save_checkpoint(self, path: Path, state: dict[str, Any], keep: int = 1) -> None:
         """Written by the main rank to a temp file, then renamed: never a half file; `keep`-1

@@ -198,3 +198,20 @@ class DDPStrategy(DistributedStrategy):
 
     def grad_sync(self, sync: bool):
         return super().grad_sync(sync) if sync else getattr(self.model, "_orig_mod", self.model).no_sync()
+
+    defers_sync = True
+
+    def sync_gradients(self) -> None:
+        """After an agreement window's step (strategies/agreement.py): the mean of every rank's
+        gradients in one all-reduce, as DDP's own (without a comm_hook's compression)."""
+        params = [p for p in self.unwrapped().parameters() if p.requires_grad]
+        for p in params:
+            if p.grad is None:  # no gradient here this step (frozen part): zeros, as DDP sends
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in params]
+        with self.range("allreduce_deferred"):
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            flat.div_(self.world_size)
+            for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+                g.copy_(part.view_as(g))

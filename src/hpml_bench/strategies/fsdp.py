@@ -14,13 +14,14 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.fsdp._fully_shard._fsdp_collectives import DefaultAllGather, DefaultReduceScatter
 
 from hpml_bench.errors import HpmlError
 from hpml_bench.models import split_points
 from hpml_bench.strategies.base import STRATEGIES
 from hpml_bench.strategies.distributed import DistributedConfig, DistributedStrategy
+from hpml_bench.strategies.optim_state import is_by_name, numbered_state_refused
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -90,6 +91,7 @@ class FSDPStrategy(DistributedStrategy):
     # FSDP2 all-gathers parameters inside forward/backward and reduce-scatters gradients in backward.
     backward_range = "backward+reduce_scatter"
     supports_ema = False  # each rank holds shards of the parameters
+    backward_collectives = True  # an out-of-memory there is not agreed on (strategies/agreement.py)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         cfg: FSDPConfig = self.cfg
@@ -101,12 +103,15 @@ class FSDPStrategy(DistributedStrategy):
         # Only blocks the model's forward really calls: a split point may be a Sequential made
         # up to group modules (ResNet's stem), whose own forward hooks would never run.
         real = {id(m) for m in model.modules()}
-        for block in blocks:
-            if id(block) in real and any(p.requires_grad for p in block.parameters()):
-                fully_shard(block, mp_policy=policy, reshard_after_forward=cfg.reshard_after_forward)
+        units = [b for b in blocks if id(b) in real and any(p.requires_grad for p in b.parameters())]
+        for block in units:
+            fully_shard(block, mp_policy=policy, reshard_after_forward=cfg.reshard_after_forward)
         fully_shard(model, mp_policy=policy, reshard_after_forward=cfg.reshard_after_forward)
         if self.split.enabled:
             self._time_collectives(model)
+        # Registered after the split's hooks and prepended: the agreement runs before the unshard's clock starts.
+        for unit in [model, *units]:  # first, before FSDP's own all-gather (strategies/agreement.py)
+            unit.register_forward_pre_hook(self._agree, prepend=True)
         return model
 
     def _time_collectives(self, model: nn.Module) -> None:
@@ -124,6 +129,16 @@ class FSDPStrategy(DistributedStrategy):
     def _wait_ends(self, module, args) -> None:
         self.split.add("exposed", self._unshard_start, self.split.mark())
 
+    def _agree(self, module, args) -> None:
+        self.agreement.point()  # nothing outside an agreement window
+
+    def after_out_of_memory(self) -> None:
+        """Free the parameters a step left unsharded when it stopped part-way."""
+        for module in self.unwrapped().modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
+        super().after_out_of_memory()
+
     def grad_sync(self, sync: bool):
         self.unwrapped().set_requires_gradient_sync(sync)
         return super().grad_sync(sync)
@@ -139,4 +154,6 @@ class FSDPStrategy(DistributedStrategy):
         return get_optimizer_state_dict(self.unwrapped(), self.optimizer, options=self._full)
 
     def load_optimizer_state(self, state: dict[str, Any]) -> None:
+        if not is_by_name(state):
+            raise HpmlError(numbered_state_refused("fsdp"))
         set_optimizer_state_dict(self.unwrapped(), self.optimizer, state, options=StateDictOptions(full_state_dict=True))

@@ -21,10 +21,12 @@ from torch.distributed.pipelining import (
 )
 
 from hpml_bench.errors import HpmlError
+from hpml_bench.faults.oom import next_micro_batch
 from hpml_bench.models import build_model_from_config, split_points
 from hpml_bench.strategies.base import STRATEGIES
 from hpml_bench.strategies.distributed import DistributedConfig, DistributedStrategy
 from hpml_bench.strategies.split import pipeline_bubble_fraction
+from hpml_bench.strategies.optim_state import by_name, is_by_name, load_by_name, merged, numbered_state_refused
 from hpml_bench.strategies.step import StepOutput
 
 _SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B, "interleaved_1f1b": ScheduleInterleaved1F1B}
@@ -113,6 +115,9 @@ class PipeStrategy(DistributedStrategy):
         super().preflight(cfg, world_size)
         if cfg.trainer.precision == "fp16":
             raise HpmlError("strategy=pipe does not support trainer.precision=fp16 (GradScaler); use bf16")
+        if cfg.trainer.auto_microbatch:
+            raise HpmlError("strategy=pipe splits each batch into strategy.n_microbatches itself: drop "
+                            "trainer.auto_microbatch and raise strategy.n_microbatches to use less memory")
         if cfg.trainer.grad_accum_steps != 1:
             raise HpmlError("strategy=pipe accumulates over micro-batches: set trainer.grad_accum_steps=1 "
                             "and raise strategy.n_microbatches instead")
@@ -213,7 +218,11 @@ class PipeStrategy(DistributedStrategy):
 
     def train_step(self, batch, step_optimizer: bool = True, loss_scale: float = 1.0) -> StepOutput:
         with self.split.step():
-            out = self._run(batch, train=True)
+            try:
+                out = self._run(batch, train=True)
+            except torch.OutOfMemoryError as exc:  # its one line, exit 2
+                next_micro_batch(self, exc, len(batch[1]), fresh_grads=False)
+                raise
             if step_optimizer:
                 with self.range("optimizer_step"):
                     self.optimizer_step()
@@ -245,10 +254,15 @@ class PipeStrategy(DistributedStrategy):
         self.full_model.load_state_dict(state)
 
     def optimizer_state(self) -> dict[str, Any]:
-        return {"per_rank": self.gather_objects(self.optimizer.state_dict())}
+        """Every stage's state by parameter name, merged on the main rank: any strategy loads it."""
+        parts = self.gather_objects(by_name(self.optimizer, self.full_model))
+        return merged(parts) if parts else {}
 
     def load_optimizer_state(self, state: dict[str, Any]) -> None:
-        per_rank = state["per_rank"]
-        if len(per_rank) != self.world_size:
-            raise HpmlError(f"this checkpoint was written by {len(per_rank)} pipeline ranks; resume with as many")
+        if is_by_name(state):  # this rank's stages take their parameters' state
+            load_by_name(self.optimizer, self.full_model, state)
+            return
+        per_rank = state.get("per_rank")  # a checkpoint from before by-name states
+        if per_rank is None or len(per_rank) != self.world_size:
+            raise HpmlError(numbered_state_refused("pipe"))
         self.optimizer.load_state_dict(per_rank[self.rank])

@@ -23,6 +23,8 @@ from hpml_bench.faults.oom import next_micro_batch
 oom_above = int(os.environ.get("HPML_SIMULATE_OOM_ABOVE", "0") or 0)
 
 
+_NOTHING = contextlib.nullcontext()  # reentrant: one instance serves every step
+
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 _COMPILE_ALIASES = {"false": "off", "none": "off", "no": "off", "true": "default", "yes": "default"}
 
@@ -49,6 +51,9 @@ class StepSettings:
     skip_nonfinite: bool = False
     # trainer.auto_microbatch: on out-of-memory, halve the micro-batch and accumulate.
     auto_microbatch: bool = False
+    # trainer.auto_microbatch_agree_steps: batches of each epoch in which several ranks agree on
+    # an out-of-memory (strategies/agreement.py).
+    agree_steps: int = 3
     # profiler=torch: name the step's parts (forward, backward, optimizer step, communication)
     # with torch.profiler.record_function, so the trace shows them; otherwise a no-op.
     named_ranges: bool = False
@@ -77,16 +82,27 @@ class StepLoop:
 
     def _train_step(self, batch, step_optimizer: bool, loss_scale: float) -> StepOutput:
         inputs, targets = self.to_device(batch)
+        fresh = self._fresh_grads  # no earlier batch of the accumulation window added gradients
+        agreeing = self.agreement.start_step()  # several ranks: they agree on an out-of-memory
         while True:
+            failure = None
             try:
-                out = self._forward_backward(inputs, targets, step_optimizer, loss_scale)
-                break
+                out = self._forward_backward(inputs, targets, step_optimizer, loss_scale, agreeing)
             except torch.OutOfMemoryError as exc:
-                self.optimizer.zero_grad(set_to_none=True)  # a retry starts the window afresh
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                # raises the one line, or says which smaller micro-batch to retry with
-                self.micro_batch = next_micro_batch(self, exc, len(targets), self._fresh_grads)
+                failure = exc
+            if agreeing and not getattr(failure, "in_backward", False):  # every rank learns whether any
+                failure = self.agreement.settle(failure)  # ran out, once all are done with the step
+            if failure is None:
+                break
+            self.optimizer.zero_grad(set_to_none=True)  # a retry starts the window afresh
+            self.after_out_of_memory()
+            # raises the one line, or says which smaller micro-batch every rank retries with
+            agreed = agreeing and not getattr(failure, "in_backward", False)
+            self.micro_batch = next_micro_batch(self, failure, len(targets), fresh, agreed)
+            self.agreement.open()
+            agreeing = self.agreement.start_step()
+        if agreeing and step_optimizer and self.defers_sync:
+            self.sync_gradients()
         self._fresh_grads = step_optimizer
         if step_optimizer:
             with self.range("optimizer_step"):
@@ -96,7 +112,8 @@ class StepLoop:
     micro_batch: Optional[int] = None  # set by trainer.auto_microbatch after an out-of-memory
     _fresh_grads = True  # no gradient accumulated since the last optimizer step
 
-    def _forward_backward(self, inputs, targets, step_optimizer: bool, loss_scale: float) -> StepOutput:
+    def _forward_backward(self, inputs, targets, step_optimizer: bool, loss_scale: float,
+                          agreeing: bool = False) -> StepOutput:
         """Forward and backward over the batch, in micro-batches of self.micro_batch when set
         (each loss weighted by its share, so the gradients are the whole batch's)."""
         n = len(targets)
@@ -104,14 +121,17 @@ class StepLoop:
         losses, logits = [], []
         for start in range(0, n, size):
             x, y = inputs[start:start + size], targets[start:start + size]
+            self.agreement.point()  # before this micro-batch's collectives (DDP's buffer broadcast)
             if oom_above and len(y) > oom_above:  # HPML_SIMULATE_OOM_ABOVE: tests on CPU
                 raise torch.OutOfMemoryError(f"simulated out of memory: micro-batch {len(y)} > {oom_above}")
-            # DDP's no_sync must cover forward and backward together (synced on the last one).
-            with self.grad_sync(step_optimizer and start + size >= n):
+            # DDP's no_sync must cover forward and backward together (synced on the last one);
+            # in an agreement window DDP syncs after the step instead (sync_gradients).
+            with self.grad_sync(step_optimizer and start + size >= n and not (agreeing and self.defers_sync)):
                 with self.range("forward"), self.autocast():
                     outputs = self.model(x)
                     loss = self.loss_fn(outputs, y)
-                with self.range(self.backward_range):
+                guard = self._backward_failure() if agreeing and self.backward_collectives else _NOTHING
+                with self.range(self.backward_range), guard:
                     share = loss_scale if len(y) == n else loss_scale * len(y) / n
                     self.scaler.scale(loss * share).backward()
                 self.backward_done()
@@ -131,6 +151,31 @@ class StepLoop:
     def grad_sync(self, sync: bool):
         """Context that skips gradient all-reduce on accumulation steps (DDP's no_sync)."""
         return contextlib.nullcontext()
+
+    # FSDP: the backward all-gathers and reduce-scatters, which no rank can leave part-way.
+    backward_collectives = False
+
+    @contextlib.contextmanager
+    def _backward_failure(self):
+        """An out-of-memory in a backward with collectives: not agreed on (the others wait in
+        them), so that rank reports it alone (faults/oom.py) and the launcher stops the rest."""
+        try:
+            yield
+        except torch.OutOfMemoryError as exc:
+            exc.in_backward = True
+            raise
+
+    # DDP: in an agreement window the backward runs without its gradient all-reduce (a rank
+    # that ran out of memory could not join it) and sync_gradients() averages them after.
+    defers_sync = False
+
+    def sync_gradients(self) -> None:
+        """The gradient average deferred by defers_sync (none on one process)."""
+
+    def after_out_of_memory(self) -> None:
+        """Free what the failed step held before the retry."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     # Optimizer steps dropped in a row for NaN/inf gradients (trainer.on_nonfinite=skip).
     nonfinite_in_a_row = 0
@@ -179,3 +224,5 @@ class StepLoop:
 
     def train(self, mode: bool = True) -> None:
         self.model.train(mode)
+        if mode:  # a new epoch: memory may grow again (validation ran, a backbone unfroze)
+            self.agreement.open()

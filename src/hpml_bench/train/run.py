@@ -1,12 +1,10 @@
 """The body of `hpml train`: build every part from the config, then fit."""
 from __future__ import annotations
 
-import datetime
 import math
 import os
 import random
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from hpml_bench.tasks.base import balanced_weights
 from hpml_bench.train.config import TrainConfig, to_train_config
 from hpml_bench.train.flops import measure as measure_flops
 from hpml_bench.train.optim import build_optimizer, build_scheduler
+from hpml_bench.train.resume import resume
 from hpml_bench.train.trainer import Trainer
 
 
@@ -48,7 +47,8 @@ def run_training(dcfg: DictConfig, run_dir: Path | RunFolder, overrides: list[st
     t = cfg.trainer
     strategy = build_strategy(cfg.strategy, StepSettings(cfg.device, t.precision, t.channels_last, t.compile, t.grad_clip_norm,
                                                           t.on_nonfinite == "skip", t.auto_microbatch,
-                                                          named_ranges=cfg.profiler.name == "torch", split=t.step_split))
+                                                          named_ranges=cfg.profiler.name == "torch", split=t.step_split,
+                                                          agree_steps=t.auto_microbatch_agree_steps))
     type(strategy).preflight(cfg, strategy.world_size)
     stop = StopRequest(t.requeue_signal, t.stop_check_every)  # preemption, Ctrl-C (handlers from fit on)
     strategy.setup()
@@ -59,8 +59,8 @@ def run_training(dcfg: DictConfig, run_dir: Path | RunFolder, overrides: list[st
         folder.check_seen_by(strategy.rank, hosts)
         lock = _take_run_folder(strategy, folder)  # before any data is loaded
         trainer = _build_trainer(cfg, dcfg, strategy, folder, choices or {}, stop)
-        if checkpoint is not None:
-            _resume(trainer, strategy, checkpoint)
+        if checkpoint is not None:  # refused in one line when this config cannot continue it
+            resume(trainer, strategy, checkpoint, cfg, RunFolder(checkpoint.parent.parent))
         if strategy.is_main:
             _write_config(dcfg, folder, overrides)
             record_model_source(folder, cfg.model)
@@ -172,16 +172,6 @@ def class_weights(cfg: TrainConfig, train_set) -> torch.Tensor | None:
     if given == "auto":
         return balanced_weights(class_counts(train_set, cfg.model.num_classes))
     return torch.tensor(given, dtype=torch.float32) if given is not None else None
-
-
-def _resume(trainer: Trainer, strategy: Strategy, checkpoint: Path) -> None:
-    trainer.load_state_dict(strategy.load_checkpoint(checkpoint))
-    if strategy.is_main:
-        print(f"hpml: resuming {checkpoint} at epoch {trainer.start_epoch + 1} step {trainer.start_step} "
-              f"({datetime.datetime.now():%H:%M:%S.%f})", file=sys.stderr, flush=True)
-    if trainer.start_epoch >= trainer.cfg.epochs:
-        raise HpmlError(f"{checkpoint} has already trained {trainer.start_epoch} epochs; "
-                        f"set trainer.epochs above {trainer.start_epoch} to train on")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

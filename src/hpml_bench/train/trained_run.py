@@ -18,6 +18,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from hpml_bench.config.groups import config_error_line
+from hpml_bench.config.words import as_config
 from hpml_bench.data.base import normalize
 from hpml_bench.data.files import (
     CorruptImage,
@@ -112,7 +113,7 @@ def load_config(run_dir: Path | RunFolder, dataset_overrides: Sequence[str] = ()
     try:
         with run_config_dir(folder):  # its groups (model=mynet ...) from the user's folder it was trained with
             dcfg = OmegaConf.merge(compose_train(overrides), OmegaConf.load(folder.config),
-                                   OmegaConf.from_dotlist(list(dataset_overrides)))
+                                   as_config(dataset_overrides))
         dcfg = with_recorded_source(folder, dcfg)  # a model from the user's code: the file it trained with
     except HpmlError:
         raise

@@ -79,6 +79,10 @@ class TrainerConfig(GoalsConfig):  # the target, early-stop and monitor keys: tr
     # val_ema_<metric> and saved as checkpoints/ema.pt; null = none. Strategies single, dp, ddp.
     ema_decay: Optional[float] = None
     ema_warmup: bool = True  # the EMA's decay grows as 1 - (1 + step)^-3/4 up to ema_decay (timm's warm-up)
+    # auto_microbatch on several ranks: in the first N batches of each epoch (and after a halving)
+    # every rank learns of an out-of-memory on any rank and all halve (a 2-number all-reduce per
+    # micro-batch; DDP syncs gradients after the backward); later, one is an error (exit 2).
+    auto_microbatch_agree_steps: int = 3
 
     def __post_init__(self):
         for knob in ("epochs", "grad_accum_steps"):
@@ -103,6 +107,8 @@ class TrainerConfig(GoalsConfig):  # the target, early-stop and monitor keys: tr
             raise HpmlError(f"trainer.keep_checkpoints={self.keep_checkpoints} must be 1 or more")
         if self.straggler_threshold <= 0:
             raise HpmlError(f"trainer.straggler_threshold={self.straggler_threshold} must be positive (0.25 = 25 % slower)")
+        if self.auto_microbatch_agree_steps < 0:
+            raise HpmlError(f"trainer.auto_microbatch_agree_steps={self.auto_microbatch_agree_steps} must be 0 or more")
         if self.max_nonfinite_steps <= 0:
             raise HpmlError(f"trainer.max_nonfinite_steps={self.max_nonfinite_steps} must be positive")
         check_goals(self)
@@ -329,9 +335,17 @@ class Trainer:
             "ema": s.ema.state_dict() if s.ema is not None else None,  # trainer.ema_decay's average
             "history": self.history,
             "goals": self.goals.state_dict(mid_epoch=self.stopped_at is not None and self.stopped_at[1] > 0),
+            "layout": self.layout(),  # a resume under another strategy converts from it (train/resume.py)
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
+
+    def layout(self) -> dict[str, Any]:
+        """How the run splits its data over ranks and steps."""
+        s = self.strategy
+        return {"strategy": s.cfg.name, "world_size": s.world_size, "replicas": s.data_parallel[0],
+                "batch_size": self.train_loader.batch_size, "batches_per_epoch": self.steps_per_epoch,
+                "grad_accum_steps": self.cfg.grad_accum_steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         s = self.strategy

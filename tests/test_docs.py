@@ -32,7 +32,7 @@ def test_every_config_key_has_a_description():
 
 def test_descriptions_come_from_the_field_comments():
     from hpml_bench.data.shapes import ShapesConfig
-    from hpml_bench.train.trainer import TrainerConfig
+    from hpml_bench.train.trainer_config import TrainerConfig
 
     # a comment at the end of the line, comment lines above, and a base class's comment
     assert describe(TrainerConfig, "precision").startswith("fp32 | bf16 | fp16")

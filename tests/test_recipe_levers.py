@@ -5,7 +5,6 @@ bias parameters against timm's rule, the one-cycle and step schedules against to
 and test-time augmentation against plain evaluation."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch

@@ -10,7 +10,7 @@ from hpml_bench.models.resnet import ResNetConfig
 from hpml_bench.registry import Registry
 from hpml_bench.train.config import TrainConfig, compose_train, to_train_config
 from hpml_bench.train.optim import SchedulerConfig, build_scheduler
-from hpml_bench.train.trainer import TrainerConfig
+from hpml_bench.train.trainer_config import TrainerConfig
 
 
 def test_registry_register_get_and_suggest():

@@ -62,7 +62,7 @@ def differing_keys(configs: list[dict[str, Any]]) -> list[str]:
 def write_hta(paths: list[Path], out: Optional[Path] = None) -> Path:
     """`hpml report --hta`: per run with profiler traces, per rank, hpml's split of the profiled
     steps beside Holistic Trace Analysis's view of them (bench/hta.py); prints it, writes hta.csv."""
-    from hpml_bench.bench.hta import HTA_COLUMNS, HPML_COLUMNS, hta_view  # pandas + HTA: only for --hta
+    from hpml_bench.bench.hta import HPML_COLUMNS, HTA_COLUMNS, hta_view  # pandas + HTA: only for --hta
 
     runs = [r for r in find_runs(paths) if RunFolder(r).traces.is_dir()]
     if not runs:

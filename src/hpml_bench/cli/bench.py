@@ -4,9 +4,9 @@ Runs every cell of the bench matrix as its own `hpml train`, then writes bench.c
 and plots; with bench.launcher=slurm every cell is a SLURM job (slurm=<preset>, slurm.key=value)."""
 from __future__ import annotations
 
-from hpml_bench.config.words import hydra_words, key_of
 from hpml_bench.bench.config import is_slurm_key, load_bench
 from hpml_bench.bench.runner import run_bench
+from hpml_bench.config.words import hydra_words, key_of
 
 
 def _is_slurm_arg(arg: str) -> bool:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from hpml_bench.config.words import hydra_words
 from hpml_bench.config.groups import config_error_line
+from hpml_bench.config.words import hydra_words
 from hpml_bench.data.cache import cache_folder, prepare_cache
 from hpml_bench.errors import HpmlError
 from hpml_bench.models.input_size import resolve_image_size

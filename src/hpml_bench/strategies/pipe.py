@@ -25,8 +25,8 @@ from hpml_bench.faults.oom import next_micro_batch
 from hpml_bench.models import build_model_from_config, split_points
 from hpml_bench.strategies.base import STRATEGIES
 from hpml_bench.strategies.distributed import DistributedConfig, DistributedStrategy
-from hpml_bench.strategies.split import pipeline_bubble_fraction
 from hpml_bench.strategies.optim_state import by_name, is_by_name, load_by_name, merged, numbered_state_refused
+from hpml_bench.strategies.split import pipeline_bubble_fraction
 from hpml_bench.strategies.step import StepOutput
 
 _SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B, "interleaved_1f1b": ScheduleInterleaved1F1B}

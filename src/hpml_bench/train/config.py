@@ -34,7 +34,7 @@ from hpml_bench.tasks.base import LossConfig, check_loss
 from hpml_bench.train.finetune import check_transfer
 from hpml_bench.train.optim import OptimizerConfig, SchedulerConfig
 from hpml_bench.train.targets import check_goals
-from hpml_bench.train.trainer import TrainerConfig
+from hpml_bench.train.trainer_config import TrainerConfig
 
 # `hpml train` without run_dir= or HPML_RUN_ID gets a folder of its own (RunFolder.new: the same
 # time format); a composed config without the CLI (tests, library use) names it by the time.

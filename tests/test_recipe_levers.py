@@ -120,6 +120,19 @@ def test_balanced_sampler_draws_classes_equally_and_shards_like_one_process():
     assert list(ranks[0]) != parts[0][100:]  # a new epoch, a new draw
 
 
+def test_balanced_sampler_keys_give_each_draw_its_own_repeatable_augmentation():
+    from hpml_bench.data.sample_rng import SampleKey
+
+    labels = torch.tensor([0] * 20 + [1] * 2)
+    one = BalancedSampler(list(range(22)), labels, num_replicas=1, rank=0, seed=5)
+    keys = list(one)
+    assert all(isinstance(k, SampleKey) for k in keys)
+    seeds = [(int(k), k.seed) for k in keys]
+    assert len({s for _, s in seeds}) == len(keys)  # the rare class's repeats: distinct draws
+    one.start_index = 7
+    assert [(int(k), k.seed) for k in one] == seeds[7:]  # a resumed epoch: the same keys
+
+
 # -- EMA ------------------------------------------------------------------------------------
 def _train_steps(model, steps, update):
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

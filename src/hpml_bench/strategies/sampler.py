@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from hpml_bench.data.sample_rng import SampleKey
+from hpml_bench.data.sample_rng import SampleKey, sample_seed
 
 
 class ResumableSampler(DistributedSampler):
@@ -46,4 +46,8 @@ class BalancedSampler(ResumableSampler):
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         drawn = torch.multinomial(self.weights, self.total_size, replacement=True, generator=generator).tolist()
-        return iter(drawn[self.rank:self.total_size:self.num_replicas][self.start_index:])
+        positions = range(self.rank, self.total_size, self.num_replicas)[self.start_index:]
+        # A sample drawn twice in an epoch gets two augmentations: its key's seed is that of its
+        # place in the epoch's draw (still a function of seed, epoch and position: repeatable
+        # across workers and a mid-epoch resume).
+        return (SampleKey(drawn[p], sample_seed(self.seed, self.epoch, p), self.epoch) for p in positions)

@@ -89,6 +89,18 @@ def test_each_task_declares_the_metrics_it_logs():
     assert TASKS.get("segmentation").logged_metrics()[:4] == ["val_loss", "val_miou", "val_dice", "val_pixel_acc"]
 
 
+def test_a_target_on_the_ema_weights_needs_an_ema():
+    from hpml_bench.errors import HpmlError
+    from hpml_bench.train.config import compose_train, to_train_config
+
+    target = ["trainer.target.metric=val_ema_acc", "trainer.target.value=0.9"]
+    assert to_train_config(compose_train([*target, "trainer.ema_decay=0.99"])).trainer.target.metric == "val_ema_acc"
+    with pytest.raises(HpmlError, match="trainer.target.metric=val_ema_acc is not a metric this run logs"):
+        to_train_config(compose_train(target))
+    speed = to_train_config(compose_train(["experiment=cifar10_speed"]))  # the recipe states its target
+    assert (speed.trainer.target.metric, speed.trainer.target.value) == ("val_ema_acc", 0.94)
+
+
 @pytest.mark.parametrize("args, message", [
     (["trainer.target.metric=val_accc", "trainer.target.value=0.9"],
      "trainer.target.metric=val_accc is not a metric this run logs (did you mean 'val_acc'?)"),

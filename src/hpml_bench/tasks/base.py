@@ -109,9 +109,11 @@ class Task:
         raise NotImplementedError
 
     @classmethod
-    def logged_metrics(cls) -> list[str]:
-        """Every score a run logs per validation (val_*) and per epoch (train_*)."""
-        return [f"{split}_{name}" for split in ("val", "train") for name in ("loss", *cls.metric_names)]
+    def logged_metrics(cls, ema: bool = False) -> list[str]:
+        """Every score a run logs per validation (val_*, and val_ema_* with trainer.ema_decay)
+        and per epoch (train_*)."""
+        splits = ("val", "train", *(("val_ema",) if ema else ()))
+        return [f"{split}_{name}" for split in splits for name in ("loss", *cls.metric_names)]
 
 
 def build_task(name: str, num_classes: int, loss: Optional[LossConfig] = None,

@@ -71,7 +71,8 @@ class TrainConfig:
         check_loss(self.loss, self.task, self.model.num_classes)
         self.model, self.dataset = resolve_image_size(self.model, self.dataset)
         check_transfer(self)
-        check_goals(self.trainer, TASKS.get(self.task).logged_metrics())  # targets name metrics the run logs
+        # targets name metrics the run logs (an EMA's too)
+        check_goals(self.trainer, TASKS.get(self.task).logged_metrics(ema=self.trainer.ema_decay is not None))
         check_memory_snapshot(self.profiler, self.device)
 
 

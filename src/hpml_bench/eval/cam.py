@@ -17,7 +17,7 @@ import torch
 
 from hpml_bench.errors import HpmlError
 from hpml_bench.registry import unknown_choice
-from hpml_bench.train.trained_run import load_trained
+from hpml_bench.train.trained_run import load_trained, run_device
 
 FILE_TAGS = {"gradcam": "gradcam", "gradcam++": "gradcampp", "scorecam": "scorecam", "eigencam": "eigencam"}
 
@@ -48,7 +48,7 @@ def write_cams(run_dir: Path, images: Path, checkpoint: str, method: str, target
         raise unknown_choice("CAM method", method, methods)
     files = image_files(images, gif)
     run = load_trained(run_dir, checkpoint)
-    run.model.to(cam_device(device))
+    run.model.to(run_device(device))
     layer, reshape = cam_layer(run.model, run.model_name)
     names, preprocess = run.class_names(), run.image_preprocess()
     category = target_index(target, names)
@@ -67,13 +67,6 @@ def write_cams(run_dir: Path, images: Path, checkpoint: str, method: str, target
         written.append(save_gif(overlays, out_dir / f"{images.name}_{FILE_TAGS[method]}.gif"))
     return written
 
-
-def cam_device(name: str) -> torch.device:
-    if name not in ("auto", "cpu", "cuda"):
-        raise HpmlError(f"device={name}: use auto, cpu or cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise HpmlError("device=cuda but no CUDA GPU is visible; use device=cpu")
-    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def image_files(images: Path, gif: bool) -> list[Path]:

@@ -22,7 +22,7 @@ from hpml_bench.eval.report import write_report
 from hpml_bench.eval.scores import SCORES
 from hpml_bench.eval.tta import with_tta
 from hpml_bench.tasks import build_task
-from hpml_bench.train.trained_run import load_config, load_trained
+from hpml_bench.train.trained_run import load_config, load_trained, run_device
 
 # What the model's input and output depend on: an eval that changed them would not score the run.
 SPLITS = ("val", "test")
@@ -92,7 +92,7 @@ def _dataset(trained, run_dir: Path, overrides: list[str]):
 def _scored_model(trained, cfg: EvalConfig):
     """(callable x -> logits, artifact path or None, the device its inputs go to)."""
     if cfg.format == "eager":
-        device = _device(cfg.device)
+        device = run_device(cfg.device)
         return trained.model.to(device), None, device
     runner, meta = load_predictor(trained.run_dir, cfg.format, cfg.checkpoint)
     if meta.get("preprocess") != trained.preprocess():
@@ -101,13 +101,6 @@ def _scored_model(trained, cfg: EvalConfig):
     artifact = trained.folder.export_dir(meta["format"], cfg.checkpoint) / meta["file"]
     return runner, str(artifact), torch.device("cpu")
 
-
-def _device(name: str) -> torch.device:
-    if name not in ("auto", "cpu", "cuda"):
-        raise HpmlError(f"device={name}: use cpu, cuda or auto")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise HpmlError("device=cuda but no CUDA GPU is visible; use device=cpu")
-    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def score(model, data, trained) -> tuple[dict, dict, list, int]:

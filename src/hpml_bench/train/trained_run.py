@@ -177,3 +177,12 @@ def image_preprocess(ds) -> Callable[[Path], tuple[torch.Tensor, torch.Tensor]]:
         return shown.as_subclass(torch.Tensor), finish(shown).as_subclass(torch.Tensor)[None]
 
     return preprocess
+
+
+def run_device(name: str) -> torch.device:
+    """The device `eval` / `cam` run a finished run on: auto (a GPU when one is visible), cpu, cuda."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise HpmlError(f"device={name}: use auto, cpu or cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise HpmlError("device=cuda but no CUDA GPU is visible; use device=cpu")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")

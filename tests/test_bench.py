@@ -136,9 +136,9 @@ def test_report_reads_a_multirun_sweep_with_a_baseline(hpml, tmp_path):
     assert result.rc == 0, result.err
     table = (tmp_path / "rep" / "report.md").read_text()
     lines = [l for l in table.splitlines() if l.startswith("| ")]
-    assert lines[0].startswith("| dataset.batch_size |")
+    assert lines[0].startswith("| rank | dataset.batch_size |")  # a sweep's trials, ranked by their objective
     base = next(l for l in lines if "(baseline)" in l)
-    assert base.startswith("| 16 **(baseline)**") and "| 1.00 |" in base
+    assert "| 16 **(baseline)** |" in base and "| 1.00 |" in base
     rows = pd.read_csv(tmp_path / "rep" / "report.csv")
     summaries = {int(p.parent.name): json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
     assert sorted(rows["samples_per_s"]) == pytest.approx(sorted(s["median_samples_per_s"] for s in summaries.values()))

@@ -67,10 +67,11 @@ def test_table_reads_the_rows_run_folders(hpml, tmp_path):
     assert verdict == ("met" if speed >= 4500 else "missed"), (synth, verdict)
     assert rows["DDP world size 1 / single (NCCL)"][0].startswith("1.000 (")  # the same run twice
     assert rows["the same from the `hpml prepare` cache"] == ("not measured", "–")
-    # a CPU run records no GPU state and (until the step split is merged) no split
+    # a CPU run records no GPU state, and its split (a single process: no communication)
     assert rows["the GPU during the synthetic row (NVML: clocks, power, temperature, throttle)"] == (
         "no hardware in summary.json", "–")
-    assert rows["DDP world size 1: train_s split (one rank: its all-reduce is a copy)"][0].startswith("no split in summary.json")
+    split = rows["DDP world size 1: train_s split (one rank: its all-reduce is a copy)"][0]
+    assert split.startswith("compute ") and "comm 0.000 s, exposed 0.000 s" in split, split
 
 
 def test_table_shows_the_split_the_nccl_row_and_the_gpu_state(tmp_path):

@@ -133,6 +133,7 @@ def test_digits_is_scikit_learns_set_upsampled_with_a_fixed_stratified_split():
     assert torch.equal(torch.from_numpy(digits.target)[nearest], train.labels[:40])
     again, _ = build_datasets(cfg, "classification")
     assert torch.equal(again.images, train.images) and torch.equal(again.labels, train.labels)  # fixed split
-    x, y = train[0]
+    x, y = train[0][:2]  # (image, label, the sample's seed: none for a plain index)
+    assert cfg.augment == ["pad_crop"]  # shifts, no flips: a mirrored digit is another glyph
     assert x.shape == (1, 32, 32) and x.dtype == torch.float32 and 0 <= int(y) <= 9
     np.testing.assert_array_equal(np.unique(val.labels.numpy()), np.arange(10))

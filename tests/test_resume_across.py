@@ -43,8 +43,9 @@ def test_a_ddp_run_stopped_mid_epoch_goes_on_as_single_with_the_same_global_batc
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     with monkeypatch.context() as m:  # rank 1 is signalled in step 3: both stop after step 4 of 8
         m.setenv("PYTHONPATH", f"{tmp_path / 'inject'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-        ok(hpml("train", *BASE, "trainer.epochs=2", "strategy=ddp", "strategy.nproc_per_node=2",
-                "dataset.batch_size=16", "trainer.stop_check_every=2", "run_dir=part"))
+        stopped = hpml("train", *BASE, "trainer.epochs=2", "strategy=ddp", "strategy.nproc_per_node=2",
+                       "dataset.batch_size=16", "trainer.stop_check_every=2", "run_dir=part")
+    assert stopped.rc == 75, stopped.err  # the requeue signal: checkpointed, "start me again"
     checkpoint = tmp_path / "part/checkpoints/last.pt"
     assert (load(checkpoint)["epoch"], load(checkpoint)["step"]) == (0, 4)
     before = sha(checkpoint)

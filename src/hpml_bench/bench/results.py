@@ -190,7 +190,7 @@ def display_columns(keys: list[str], table: Optional[pd.DataFrame] = None) -> li
     run had a target."""
     extra = [c for c in ("comm_bytes", "comm_gbps", *GPU_STATE, *GPU_TEXT) if table is not None and c in table and table[c].notna().any()]
     with_target = table is not None and "target" in table and table["target"].map(_given).any()
-    return [*keys, *DISPLAY[:-1], *extra, *(("reached", *TARGET_DISPLAY) if with_target else ()), DISPLAY[-1]]
+    return [*keys, *DISPLAY[:-1], *extra, DISPLAY[-1], *(("reached", *TARGET_DISPLAY) if with_target else ())]
 
 def target_note(table: pd.DataFrame) -> str:
     """The line under a table with time-to-target columns ('' without a target)."""
@@ -210,7 +210,7 @@ def markdown_table(table: pd.DataFrame, columns: list[str]) -> str:
     for _, row in table.iterrows():
         mark = " **(baseline)**" if row.get("baseline") else ""
         cells = [_fmt(row[c], c) for c in columns]
-        cells[0] += mark
+        cells[1 if columns[0] == "rank" and len(columns) > 1 else 0] += mark  # the cell's first axis, not its rank
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

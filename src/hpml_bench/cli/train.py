@@ -46,12 +46,13 @@ def train_command(args: list[str]) -> int:
         dcfg = compose_train(args)
         cfg = to_train_config(dcfg)
         if cfg.resume is None and not names_its_run_dir(dcfg):  # a folder of its own, made now
-            cfg.run_dir = str(RunFolder.new())
+            made = RunFolder.new()
+            cfg.run_dir = str(made)
             args = [*args, word("run_dir", cfg.run_dir)]
             try:
                 return _checked_start(cfg, args)
             finally:  # a refused start leaves no empty folder; a run that started owns it
-                RunFolder(cfg.run_dir).remove_if_empty()
+                made.remove_if_empty()
         return _checked_start(cfg, args)
     return run_hydra(args)
 

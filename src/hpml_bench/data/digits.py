@@ -8,13 +8,14 @@ small, real data set on which a recipe's levers can be measured in minutes on a 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from hpml_bench.data.base import DATASETS, DatasetConfig, normalize
-from hpml_bench.data.shapes import TensorImages
+from hpml_bench.data.base import DATASETS, DatasetConfig
+from hpml_bench.data.shapes import TensorImages, image_transform
 from hpml_bench.errors import HpmlError
 
 DIGITS = 1797  # images in scikit-learn's copy
@@ -30,6 +31,10 @@ class DigitsConfig(DatasetConfig):
     num_train: int = 500  # training images (stratified by class); the other 1,297 validate
     split_seed: int = 0  # the fixed split's seed
     batch_size: int = 32
+
+    # Shifts of up to one original pixel (dataset.aug.pad_crop_padding=4 of 32) and no flips: a
+    # mirrored digit is another glyph.
+    default_augment: ClassVar[tuple] = ("pad_crop",)
 
     def __post_init__(self):
         super().__post_init__()
@@ -52,13 +57,6 @@ def load_digits_uint8(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.from_numpy(digits.target).long()
 
 
-def _transform(cfg: DigitsConfig, train: bool) -> v2.Transform:
-    # Shifts of up to one original pixel (image_size / 8) and no flips: a mirrored digit is
-    # another glyph.
-    shift = [v2.RandomCrop(cfg.image_size, padding=max(1, cfg.image_size // 8))] if train and cfg.augment else []
-    return v2.Compose(shift + [v2.ToDtype(torch.float32, scale=True), normalize(cfg.channels)])
-
-
 @DATASETS.register("digits", config=DigitsConfig)
 def build_digits(cfg: DigitsConfig, task: str):
     if task != "classification":
@@ -70,5 +68,5 @@ def build_digits(cfg: DigitsConfig, task: str):
     train, val = train_test_split(np.arange(len(labels)), train_size=cfg.num_train, stratify=labels.numpy(),
                                   random_state=cfg.split_seed)
     train, val = torch.from_numpy(np.sort(train)), torch.from_numpy(np.sort(val))
-    return (TensorImages(images[train], labels[train], None, task, _transform(cfg, True)),
-            TensorImages(images[val], labels[val], None, task, _transform(cfg, False)))
+    return (TensorImages(images[train], labels[train], None, task, image_transform(cfg, True)),
+            TensorImages(images[val], labels[val], None, task, image_transform(cfg, False)))

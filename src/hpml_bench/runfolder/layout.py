@@ -62,12 +62,15 @@ class RunFolder:
         or a name a live run holds). Made here, with mkdir, which only one process can win."""
         stamp = _now().strftime(TIME_FORMAT)
         try:
+            made_root = not Path(root).exists()
             Path(root).mkdir(parents=True, exist_ok=True)
             for n in itertools.count(1):
                 path = Path(root) / (stamp if n == 1 else f"{stamp}-{n}")
                 with contextlib.suppress(FileExistsError):
                     path.mkdir()
-                    return cls(path)
+                    folder = cls(path)
+                    folder.made_root = made_root  # a refused start takes back the `runs` it made too
+                    return folder
         except OSError as exc:  # a read-only or full disk; `runs` a file
             if exc.errno in writes.WRITE_ERRNOS:
                 raise writes.write_error(root, exc) from None
@@ -209,6 +212,8 @@ class RunFolder:
         with contextlib.suppress(OSError):
             if self.path.is_dir() and not any(self.path.iterdir()):
                 self.path.rmdir()
+                if getattr(self, "made_root", False):
+                    self.path.parent.rmdir()  # only when empty: another run may have started there
 
     @property
     def is_sweep(self) -> bool:

@@ -4,17 +4,29 @@
 #
 #   bash benchmarks/gpu.sh              # measure (about 6-8 minutes on an H100)
 #   bash benchmarks/gpu.sh --dry-run    # print the commands and the (empty) table; runs nothing
+#   bash benchmarks/gpu.sh --tiny       # every row for real at toy scale (32 px, 2 steps, no compile) on
+#                                       # DEVICE (default cpu): seconds; what the test suite runs
 #   ROWS="r50_synth r50_ddp1" bash benchmarks/gpu.sh   # only some rows
 #
 # Knobs: PYTHON (default python), OUT (default ./gpu-results), STEPS (steps per epoch, default 60),
-# ROWS (default: all). Rows: r50_synth r50_ddp1 r50_cache r50_jpeg_gpu r18_32 r18_32_ro loop.
+# ROWS (default: all), DEVICE (default cuda; --tiny: cpu). Rows: r50_synth r50_ddp1 r50_cache r50_jpeg_gpu
+# r18_32 r18_32_ro loop.
 set -uo pipefail
-DRY=0
+DRY=0 TINY=0 FAILED=0  # FAILED: the exit code (a row that failed is not hidden)
 [[ "${1:-}" == "--dry-run" ]] && DRY=1
+[[ "${1:-}" == "--tiny" ]] && TINY=1
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python}
 OUT=${OUT:-$PWD/gpu-results}
 STEPS=${STEPS:-60}
+JPEGS=8192
+DEVICE=${DEVICE:-cuda}
+TINY_ARGS=""  # appended last: Hydra takes a key's last value
+if [[ $TINY == 1 ]]; then
+  STEPS=1 JPEGS=20 DEVICE=${DEVICE/cuda/cpu}
+  TINY_ARGS="dataset.image_size=32 dataset.batch_size=4 dataset.num_val=4 trainer.max_steps_per_epoch=2
+             trainer.compile=off dataset.num_workers=0"
+fi
 ROWS=${ROWS:-"r50_synth r50_ddp1 r50_cache r50_jpeg_gpu r18_32 r18_32_ro loop"}
 DATA=${DATA:-$OUT/jpegs}
 export PYTHONPATH=$ROOT/src${PYTHONPATH:+:$PYTHONPATH}
@@ -23,7 +35,7 @@ mkdir -p "$OUT/runs" "$OUT/logs"
 
 # ResNet-50 at 224 px, bf16, channels-last, compiled; the first epoch (compile) is warm-up.
 STEP="trainer.precision=bf16 trainer.channels_last=true trainer.timing=events trainer.checkpoint_every=0
-      trainer.progress=never trainer.epochs=3 trainer.warmup_epochs=1 device=cuda"
+      trainer.progress=never trainer.epochs=3 trainer.warmup_epochs=1 device=$DEVICE"
 R50="model=resnet50 dataset.image_size=224 dataset.batch_size=256 dataset.num_classes=1000 trainer.compile=default $STEP"
 SYNTH="dataset=synthetic dataset.synthetic_on=device dataset.num_train=$((256 * STEPS)) dataset.num_val=256"
 FOLDER="dataset=image_folder dataset.root=$DATA dataset.val_dir=test"
@@ -39,19 +51,23 @@ train() {  # train <row> <overrides...>
   [[ $DRY == 1 ]] && return 0
   rm -rf "$OUT/runs/$name"
   local start=$SECONDS
-  $PY -m hpml_bench train "$@" run_dir="$OUT/runs/$name" >"$OUT/logs/$name.log" 2>&1 \
-    && echo "  $name: $((SECONDS - start)) s" || echo "  $name FAILED after $((SECONDS - start)) s: $OUT/logs/$name.log"
+  $PY -m hpml_bench train "$@" $TINY_ARGS run_dir="$OUT/runs/$name" >"$OUT/logs/$name.log" 2>&1 \
+    && echo "  $name: $((SECONDS - start)) s" \
+    || { echo "  $name FAILED after $((SECONDS - start)) s: $OUT/logs/$name.log"; FAILED=1; }
 }
 
 train r50_synth $R50 $SYNTH
 train r50_ddp1 $R50 $SYNTH strategy=ddp
 if wanted r50_cache || wanted r50_jpeg_gpu; then
-  echo "+ python benchmarks/gpu_rows.py jpegs $DATA 8192"
+  echo "+ python benchmarks/gpu_rows.py jpegs $DATA $JPEGS"
   echo "+ hpml prepare $FOLDER model=resnet50 dataset.image_size=224 dataset.num_classes=1000"
   if [[ $DRY == 0 ]]; then
-    $PY "$ROOT/benchmarks/gpu_rows.py" jpegs "$DATA" 8192 >"$OUT/logs/jpegs.log" 2>&1
-    wanted r50_cache && $PY -m hpml_bench prepare $FOLDER model=resnet50 dataset.image_size=224 \
-      dataset.num_classes=1000 >"$OUT/logs/prepare.log" 2>&1
+    $PY "$ROOT/benchmarks/gpu_rows.py" jpegs "$DATA" $JPEGS >"$OUT/logs/jpegs.log" 2>&1 \
+      || { echo "  jpegs FAILED: $OUT/logs/jpegs.log"; FAILED=1; }
+    if wanted r50_cache; then
+      $PY -m hpml_bench prepare $FOLDER model=resnet50 dataset.image_size=224 dataset.num_classes=1000 $TINY_ARGS \
+        >"$OUT/logs/prepare.log" 2>&1 || { echo "  prepare FAILED: $OUT/logs/prepare.log"; FAILED=1; }
+    fi
   fi
 fi
 train r50_cache $R50 $FOLDER dataset.cache=true
@@ -62,8 +78,13 @@ train r18_32_ro $R18 trainer.compile=reduce-overhead
 if wanted loop; then
   # Both loops read host tensors through a DataLoader (hpml's synthetic-on-device would skip the copy).
   LOOP="--device cuda --rounds 5 --steps 100 --batch-size 256 --image-size 64 --hpml-arg dataset.synthetic_on=host"
+  [[ $TINY == 1 ]] && LOOP="--tiny --device $DEVICE --hpml-arg dataset.synthetic_on=host"
   echo "+ python benchmarks/loop_overhead.py $LOOP"
-  [[ $DRY == 0 ]] && $PY "$ROOT/benchmarks/loop_overhead.py" $LOOP >"$OUT/loop_overhead.txt" 2>"$OUT/logs/loop.log"
+  if [[ $DRY == 0 ]]; then
+    $PY "$ROOT/benchmarks/loop_overhead.py" $LOOP >"$OUT/loop_overhead.txt" 2>"$OUT/logs/loop.log" \
+      || { echo "  loop FAILED: $OUT/logs/loop.log"; FAILED=1; }
+  fi
 fi
 
-$PY "$ROOT/benchmarks/gpu_rows.py" table "$OUT"
+$PY "$ROOT/benchmarks/gpu_rows.py" table "$OUT" || FAILED=1
+exit $FAILED

@@ -33,7 +33,8 @@ from hpml_bench.train.trainer import Trainer
 
 def run_training(dcfg: DictConfig, run_dir: Path | RunFolder, overrides: list[str] = (),
                  choices: dict | None = None) -> list[dict]:
-    """Train as the config says, writing into the run folder; returns the per-epoch records."""
+    """Train as the config says, writing into the run folder (made here when missing);
+    returns the per-epoch records."""
     cfg = to_train_config(dcfg)
     _pin_image_size(dcfg, cfg)
     folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
@@ -51,8 +52,10 @@ def run_training(dcfg: DictConfig, run_dir: Path | RunFolder, overrides: list[st
     try:
         hosts = rank_hosts(strategy)
         folder = _shared_run_dir(strategy, folder)
-        folder.check_seen_by(strategy.rank, hosts)
-        lock = _take_run_folder(strategy, folder)  # before any data is loaded
+        # Rank 0 makes the folder when the caller did not (Hydra makes it for `hpml train`; a
+        # script calling run_training need not) and locks it, before any data is loaded.
+        lock = _take_run_folder(strategy, folder)
+        folder.check_seen_by(strategy.rank, hosts)  # a multi-node rule: every node sees rank 0's folder
         trainer = _build_trainer(cfg, dcfg, strategy, folder, choices or {}, stop)
         if checkpoint is not None:
             _resume(trainer, strategy, checkpoint)

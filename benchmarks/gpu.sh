@@ -4,7 +4,7 @@
 #
 #   bash benchmarks/gpu.sh              # measure (about 6-8 minutes on an H100)
 #   bash benchmarks/gpu.sh --dry-run    # print the commands and the (empty) table; runs nothing
-#   bash benchmarks/gpu.sh --tiny       # every row for real at toy scale (32 px, 2 steps, no compile) on
+#   bash benchmarks/gpu.sh --tiny       # every row for real at toy scale (32 px, 2 steps, fp32, no compile) on
 #                                       # DEVICE (default cpu): seconds; what the test suite runs
 #   ROWS="r50_synth r50_ddp1" bash benchmarks/gpu.sh   # only some rows
 #
@@ -19,13 +19,14 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python}
 OUT=${OUT:-$PWD/gpu-results}
 STEPS=${STEPS:-60}
-JPEGS=8192
+JPEGS=8192 VAL=256
 DEVICE=${DEVICE:-cuda}
 TINY_ARGS=""  # appended last: Hydra takes a key's last value
 if [[ $TINY == 1 ]]; then
-  STEPS=1 JPEGS=20 DEVICE=${DEVICE/cuda/cpu}
-  TINY_ARGS="dataset.image_size=32 dataset.batch_size=4 dataset.num_val=4 trainer.max_steps_per_epoch=2
-             trainer.compile=off dataset.num_workers=0"
+  STEPS=1 JPEGS=20 VAL=16 DEVICE=${DEVICE/cuda/cpu}
+  # fp32: bf16 on a CPU without bf16 units is emulated (minutes per step)
+  TINY_ARGS="dataset.image_size=32 dataset.batch_size=16 trainer.max_steps_per_epoch=2 trainer.epochs=2"
+  TINY_ARGS+=" trainer.compile=off trainer.precision=fp32 dataset.num_workers=0"
 fi
 ROWS=${ROWS:-"r50_synth r50_ddp1 r50_cache r50_jpeg_gpu r18_32 r18_32_ro loop"}
 DATA=${DATA:-$OUT/jpegs}
@@ -37,17 +38,17 @@ mkdir -p "$OUT/runs" "$OUT/logs"
 STEP="trainer.precision=bf16 trainer.channels_last=true trainer.timing=events trainer.checkpoint_every=0
       trainer.progress=never trainer.epochs=3 trainer.warmup_epochs=1 device=$DEVICE"
 R50="model=resnet50 dataset.image_size=224 dataset.batch_size=256 dataset.num_classes=1000 trainer.compile=default $STEP"
-SYNTH="dataset=synthetic dataset.synthetic_on=device dataset.num_train=$((256 * STEPS)) dataset.num_val=256"
+SYNTH="dataset=synthetic dataset.synthetic_on=device dataset.num_train=$((256 * STEPS)) dataset.num_val=$VAL"
 FOLDER="dataset=image_folder dataset.root=$DATA dataset.val_dir=test"
 R18="model=resnet18 dataset=synthetic dataset.synthetic_on=device dataset.image_size=32 dataset.batch_size=512
-     dataset.num_classes=10 dataset.num_train=$((512 * STEPS * 4)) dataset.num_val=512 $STEP"
+     dataset.num_classes=10 dataset.num_train=$((512 * STEPS * 4)) dataset.num_val=$((VAL * 2)) $STEP"
 
 wanted() { [[ " $ROWS " == *" $1 "* ]]; }
 
 train() {  # train <row> <overrides...>
   local name=$1; shift
   wanted "$name" || return 0
-  echo "+ hpml train $* run_dir=$OUT/runs/$name"
+  echo "+ hpml train $* ${TINY_ARGS:+$TINY_ARGS }run_dir=$OUT/runs/$name"
   [[ $DRY == 1 ]] && return 0
   rm -rf "$OUT/runs/$name"
   local start=$SECONDS
@@ -60,7 +61,7 @@ train r50_synth $R50 $SYNTH
 train r50_ddp1 $R50 $SYNTH strategy=ddp
 if wanted r50_cache || wanted r50_jpeg_gpu; then
   echo "+ python benchmarks/gpu_rows.py jpegs $DATA $JPEGS"
-  echo "+ hpml prepare $FOLDER model=resnet50 dataset.image_size=224 dataset.num_classes=1000"
+  echo "+ hpml prepare $FOLDER model=resnet50 dataset.image_size=224 dataset.num_classes=1000${TINY_ARGS:+ $TINY_ARGS}"
   if [[ $DRY == 0 ]]; then
     $PY "$ROOT/benchmarks/gpu_rows.py" jpegs "$DATA" $JPEGS >"$OUT/logs/jpegs.log" 2>&1 \
       || { echo "  jpegs FAILED: $OUT/logs/jpegs.log"; FAILED=1; }

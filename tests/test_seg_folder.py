@@ -71,6 +71,33 @@ def test_without_classes_txt_two_classes_by_default(tmp_path):
         _config(tmp_path, "dataset.mask_classes=4")
 
 
+def test_without_classes_txt_the_masks_say_how_many_classes(tmp_path, capsys):
+    """Index masks with values 0..4 and nothing else saying it: five classes, said once."""
+    make_seg_folder(tmp_path / "five", "index", 5, size=16, per_split=3, classes_txt=False)
+    make_seg_folder(tmp_path / "pal", "palette", 3, size=16, per_split=2, classes_txt=False, flat=True)
+    capsys.readouterr()
+    first, again = _config(tmp_path / "five"), _config(tmp_path / "five")
+    assert first.dataset.mask_classes == again.dataset.mask_classes == first.model.num_classes == 5
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: dataset.mask_classes=")]
+    assert notes == [f"note: dataset.mask_classes=5: read from 6 masks in {tmp_path / 'five' / 'train' / 'masks'}, "
+                     f"{tmp_path / 'five' / 'val' / 'masks'} (values up to 4); set dataset.mask_classes (or write "
+                     f"classes.txt) to say otherwise"]
+    assert _config(tmp_path / "pal").dataset.mask_classes == 3  # a flat folder's palette indices
+    train, _ = build_datasets(first.dataset, "segmentation")
+    assert int(max(train.read_mask(s.mask).max() for s in train.samples)) == 4  # every class readable
+    capsys.readouterr()
+    assert _config(tmp_path / "five", "dataset.mask_classes=6").dataset.mask_classes == 6  # given: no scan, no note
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_colour_masks_without_mask_values_are_one_line_before_the_run(hpml, tmp_path):
+    make_seg_folder(tmp_path / "c", "colour", 3, size=16, per_split=2, classes_txt=False)
+    result = hpml("train", "model=unet_tiny", "dataset=seg_folder", f"dataset.root={tmp_path / 'c'}")
+    assert result.rc == 2 and len(result.err.strip().splitlines()) == 1, result.err
+    assert "is a colour image; map its colours to classes with dataset.mask_values" in result.err
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("damage, message", [
     ("value", "holds value 7, outside classes 0..2 of dataset seg_folder"),
     ("no_mask", "has no mask"),

@@ -92,16 +92,23 @@ def _candidates(cfg, model: nn.Module, size: int) -> list[int]:
     return list(dict.fromkeys([size, *declared]))
 
 
-def forward_both_modes(model: nn.Module, channels: int, side: int):
-    """(eval-mode output, None) when the model runs on a dummy batch of 2 at `side` in eval
-    mode and in train mode (aux-logit heads run only in training), else (None, the error)."""
+def forward(model: nn.Module, channels: int, side: int, train: bool):
+    """(output, None) when the model runs on a dummy batch of 2 at `side` in train mode (where
+    aux-logit heads run) or eval mode, else (None, the error). A tuple's first element (the
+    logits of an aux-logit net) is the output."""
     x = torch.zeros(2, channels, side, side, device=_device_of(model))
     try:
         with torch.no_grad():
-            model.train()(x)
-            return model.eval()(x), None
+            out = model.train(train)(x)
     except Exception as exc:  # noqa: BLE001 - a failure here is the answer the probe wants
         return None, exc
+    return (out[0] if isinstance(out, (tuple, list)) and out else out), None
+
+
+def forward_both_modes(model: nn.Module, channels: int, side: int):
+    """(eval-mode output, None) when the model runs at `side` in both modes, else (None, the error)."""
+    out, failure = forward(model, channels, side, train=True)
+    return (out, failure) if failure else forward(model, channels, side, train=False)
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -126,11 +133,13 @@ def _limits(cfg, model: nn.Module, channels: int, works: int, out: torch.Tensor,
             device: str) -> Probed:
     task = "segmentation" if out.dim() == 4 else "classification"
 
-    def runs(side: int) -> bool:
-        result, failure = forward_both_modes(model, channels, side)
+    def runs(side: int, train: bool = True) -> bool:  # train mode: the stricter one (aux heads), half the cost
+        result, failure = forward(model, channels, side, train)
         return failure is None and (task == "classification" or tuple(result.shape[2:]) == (side, side))
 
     low = cfg.min_input_size or _smallest_side(runs, 1, works)
+    if low != works and not runs(low, train=False):  # validation must run there too
+        low = works
     divisor = cfg.input_divisor or (1 if runs(low + 1) else low)
     high = cfg.max_input_size or (low if divisor > 1 and not runs(low + divisor) else None)
     first = sizes[0]  # the side the run feeds: when it failed, the rule must refuse it
@@ -162,9 +171,9 @@ def _largest_side(runs, works: int, high: int) -> int:
 
 
 def _refusal(cfg, channels: int, tried: list[tuple[int, BaseException]]) -> HpmlError:
-    """One line: the data set's side and why it failed, the declared sides tried, what to set."""
+    """One line: the data set's side and why it failed, the other sides tried, what to set."""
     (side, failure), others = tried[0], [s for s, _ in tried[1:]]
-    also = f"; its declared side{'s' if len(others) > 1 else ''} {', '.join(map(str, others))} failed too" if others else ""
+    also = f"; at side{'s' if len(others) > 1 else ''} {', '.join(map(str, others))} too" if others else ""
     return HpmlError(f"{cfg.describe_build()}: forward fails on a dummy batch of shape {[2, channels, side, side]} "
                      f"({type(failure).__name__}: {first_line(failure)}){also}; set dataset.image_size=<a side it "
                      f"takes> (or model.input_size=<side>, which dataset.image_size=auto then uses), or fix the model")

@@ -168,3 +168,48 @@ def test_a_model_that_fails_everywhere_names_the_side_to_set(hpml, tmp_path, mon
               "dataset.num_val=2", "trainer.epochs=1", "trainer.progress=never", "run_dir=r6")
     assert ok.rc == 0, ok.err  # model.input_size declares the side: auto resolves to it
     assert "image_size: 6" in (tmp_path / "r6" / "config.yaml").read_text()
+
+
+def test_hpml_list_shows_a_users_outside_models_that_meta_cannot_build(hpml, tmp_path):
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    for name, arch in (("myregnet", "regnet_x_400mf"), ("myvit", "vit_b_32")):
+        (tmp_path / "conf" / "model" / f"{name}.yaml").write_text(
+            f"defaults:\n  - torchvision_schema\n  - _self_\narch: {arch}\n")
+    result = hpml("list", "models")
+    assert result.rc == 0 and "Traceback" not in result.err, result.err
+    rows = {line.split("│")[1].strip(): line for line in result.out.splitlines() if line.count("│") > 3}
+    assert "5,495,976" in rows["myregnet"] and ">= 1" in rows["myregnet"]  # built on the CPU for its count
+    assert "exactly 224" in rows["myvit"] and "224x224" in rows["myvit"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", [["model=torchvision", "model.arch=regnet_x_400mf"],
+                                       ["model=timm", "model.arch=levit_128s"]], ids=["regnet", "levit"])
+def test_export_eval_cam_predict_take_models_meta_cannot_build_or_fixed_sides(overrides, hpml, tmp_path):
+    from deploy_helpers import make_run, write_shape_pngs
+
+    run = make_run(tmp_path / "run", ["dataset.num_train=8", "dataset.num_val=4", "dataset.batch_size=4", *overrides])
+    images = write_shape_pngs(tmp_path / "imgs", [32, 40])
+    for command in (["export", f"run={run}", "format=torchscript"], ["eval", f"run={run}"],
+                    ["cam", f"run={run}", f"images={images[0].parent}"], ["predict", f"run={run}", f"images={images[1]}"]):
+        result = hpml(*command)
+        assert result.rc == 0 and "Traceback" not in result.err, (command, result.err)
+    assert (run / "export" / "torchscript" / "model.ts").is_file() and (run / "cam").is_dir()
+
+
+def test_an_outside_model_that_fails_in_the_loop_is_one_line(hpml, tmp_path):
+    """The probe's dummy batches are 2 images; this model refuses the run's batches of 4."""
+    (tmp_path / "picky.py").write_text(
+        "import torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self, num_classes, in_channels):\n"
+        "        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(in_channels, num_classes)\n"
+        "    def forward(self, x):\n"
+        "        assert x.shape[0] != 4, 'four is too many'\n"
+        "        return self.fc(x.mean((2, 3)))\n")
+    result = hpml("train", "model=custom", "model.target=picky:Net", "dataset.num_train=8", "dataset.num_val=4",
+                  "dataset.batch_size=4", "trainer.epochs=1", "trainer.progress=never", "run_dir=r")
+    assert result.rc == 2 and "Traceback" not in result.err, result.err
+    assert result.err.strip().splitlines()[-1].startswith(
+        "error: model.target=picky:Net failed in training (AssertionError: four is too many); ")

@@ -129,7 +129,7 @@ def test_a_model_the_meta_device_cannot_run_is_counted_on_the_device_at_batch_1(
         count_train_flops(model, (3, 8, 8), build_task("classification", 4).loss)  # meta: the failure it falls back from
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
-    meter, info = measure(model, (3, 8, 8), build_task("classification", 4), torch.device("cpu"), "fp32", None, 1)
+    _, info = measure(model, (3, 8, 8), build_task("classification", 4), torch.device("cpu"), "fp32", None, 1)
     assert torch.equal(rng, torch.get_rng_state())  # dropout drew in a forked generator state
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
@@ -167,3 +167,18 @@ def test_an_hct_run_has_tflops(hpml, tmp_path):
     assert summary["flops_per_sample"] > 0 and summary["flops_counted_on"] == "cpu at batch 2"
     assert summary["median_tflops"] > 0 and summary["median_mfu"] > 0
     assert "counted on cpu at batch 2: the meta device cannot run the model" in " ".join(result.out.split())
+
+
+@pytest.mark.parametrize("overrides", [["model=torchvision", "model.arch=regnet_x_400mf"],
+                                       ["model=timm", "model.arch=test_vit", "dataset.image_size=auto"]],
+                         ids=["tv-regnet", "timm-test_vit"])
+def test_outside_model_runs_have_tflops_counted_on_meta(overrides, hpml, tmp_path):
+    """Through `hpml train`: RegNet is built on the CPU (the meta device cannot build it) but a
+    copy runs on meta, as a timm ViT does; the run's table says which way it was counted."""
+    result = hpml("train", *TINY, "dataset.num_train=16", "dataset.num_val=8", "trainer.epochs=1",
+                  "trainer.checkpoint_every=0", "trainer.peak_tflops=0.001", *overrides, "run_dir=o")
+    assert result.rc == 0, result.err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["flops_per_sample"] > 0 and summary["flops_counted_on"] == "meta"
+    assert summary["median_tflops"] > 0 and summary["median_mfu"] > 0
+    assert "GFLOP per training sample (forward + backward, counted on the meta device)" in " ".join(result.out.split())

@@ -7,6 +7,7 @@ and prints each round's data_s of the measured epoch (the second; the first is t
 epoch every hpml summary leaves out), the medians and their ratio (target: cache <= 0.05x decode).
 
     python benchmarks/data_path.py --images 5000 --rounds 3 --workers 0 2
+    python benchmarks/data_path.py --tiny      # seconds: the test suite's form
 """
 from __future__ import annotations
 
@@ -78,7 +79,10 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="loader settings to compare under")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--tiny", action="store_true", help="the smallest form (seconds, CPU): what the test suite runs, so the script cannot break unseen")
     args = p.parse_args()
+    if args.tiny:
+        args.images, args.image_size, args.batch_size, args.workers, args.rounds = 60, 16, 8, [0], 1
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "cifar10-128"
         start = time.perf_counter()

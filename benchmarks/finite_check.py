@@ -7,6 +7,7 @@ Times are the main thread's CPU time (torch on one thread), so a machine shared 
 jobs, which stretches wall time, hardly moves them.
 
     python benchmarks/finite_check.py --rounds 200 --block 10
+    python benchmarks/finite_check.py --tiny      # seconds: the test suite's form
 """
 from __future__ import annotations
 
@@ -56,10 +57,13 @@ def step_blocks(rounds: int, block: int) -> tuple[list[float], list[float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--block", type=int, default=10)
+    parser.add_argument("--tiny", action="store_true", help="the smallest form (seconds, CPU): what the test suite runs, so the script cannot break unseen")
     args = parser.parse_args()
+    if args.tiny:
+        args.rounds, args.block = 2, 2
     torch.set_num_threads(1)  # all work on this thread, so its CPU time is the step's cost
     on, off = step_blocks(args.rounds, args.block)
     m_on, m_off = statistics.median(on), statistics.median(off)

@@ -8,7 +8,9 @@ fp32 comes from `hpml export format=int8` on a trained run (see the README). Con
 alternately within each round (the order reverses every round: ABBA), each round times
 `--iters` forward passes per contender; the table shows medians over all rounds. C++ rows
 run cpp/build/native_hct --bench (build it with cpp/build.sh first). AOTI and int8 are also
-exported with a static batch of one (`export.batch=1`) and timed at batch 1.
+exported with a static batch of one (`export.batch=1`) and timed at batch 1. Without the C++
+build the C++ rows are left out (said once). `--tiny`: ResNet-18 at 32 px, TorchScript and
+ONNX, one round (seconds; what the test suite runs).
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ from hpml_bench.train.config import build_model
 
 MODELS = {"resnet18": dict(size=224, channels=3, classes=1000), "hct": dict(size=512, channels=1, classes=2)}
 NATIVE = Path(__file__).resolve().parents[1] / "cpp" / "build" / "native_hct"
-STATIC = ("aoti", "int8")  # also exported with export.batch=1, timed at batch 1 only
+STATIC = ("aoti", "int8")
+ALL_FORMATS = ("torchscript", "aoti", "onnx", "int8")  # also exported with export.batch=1, timed at batch 1 only
 
 
 class RandomCalibration:
@@ -50,12 +53,12 @@ def write_meta(folder: Path, fmt: str, spec: dict) -> None:
                        "mean": [0.45] * c, "std": [0.225] * c}}))
 
 
-def contenders(name: str, spec: dict, work: Path, png: Path):
+def contenders(name: str, spec: dict, work: Path, png: Path, formats=ALL_FORMATS, compiled: bool = True):
     """name -> callable(batch_tensor) returning the seconds of one forward pass."""
     model = build_model(name, num_classes=spec["classes"], in_channels=spec["channels"]).eval()
     example = torch.randn(2, spec["channels"], spec["size"], spec["size"])
     runners = {"eager": model}
-    for fmt in ("torchscript", "aoti", "onnx", "int8"):
+    for fmt in formats:
         folder = work / f"{name}-{fmt}"
         folder.mkdir(parents=True, exist_ok=True)
         f = FORMATS.get(fmt)()
@@ -64,7 +67,7 @@ def contenders(name: str, spec: dict, work: Path, png: Path):
         f.save(model, example, path, RandomCalibration(example.shape))
         print(f"  {name} {fmt}: exported in {time.perf_counter() - t:.0f} s", flush=True)
         runners[f"{fmt} (Python)"] = f.load(path)
-        if f.runs_in_cpp:
+        if f.runs_in_cpp and NATIVE.is_file():
             write_meta(folder, fmt, spec)
             runners[f"{fmt} (C++)"] = ("cpp", path)
         if fmt in STATIC:  # export.batch=1: the same format with a static batch of one
@@ -72,10 +75,12 @@ def contenders(name: str, spec: dict, work: Path, png: Path):
             static.mkdir(parents=True, exist_ok=True)
             f.save(model, example[:1], static / path.name, RandomCalibration(example.shape))
             runners[f"{fmt} batch=1 (Python)"] = f.load(static / path.name)
-            write_meta(static, fmt, spec)
-            runners[f"{fmt} batch=1 (C++)"] = ("cpp", static / path.name)
-    with quiet():
-        runners["torch.compile"] = torch.compile(model)
+            if NATIVE.is_file():
+                write_meta(static, fmt, spec)
+                runners[f"{fmt} batch=1 (C++)"] = ("cpp", static / path.name)
+    if compiled:
+        with quiet():
+            runners["torch.compile"] = torch.compile(model)
     return runners
 
 
@@ -103,7 +108,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--iters", type=int, default=5, help="timed passes per contender per round (batch 1)")
+    parser.add_argument("--tiny", action="store_true", help="the smallest form (seconds, CPU): what the test suite runs, so the script cannot break unseen")
     args = parser.parse_args()
+    formats, compiled = ALL_FORMATS, True
+    if args.tiny:
+        MODELS["resnet18"] = dict(MODELS["resnet18"], size=32)
+        args.models, args.batches, args.rounds, args.iters = ["resnet18"], [1], 1, 1
+        formats, compiled = ("torchscript", "onnx"), False
+    if not NATIVE.is_file():
+        print(f"no C++ rows: {NATIVE} is not built (cpp/build.sh builds it)", flush=True)
     torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,7 +127,7 @@ def main() -> None:
             from PIL import Image
 
             Image.new("RGB", (spec["size"], spec["size"]), (90, 120, 150)).save(png)
-            every = contenders(name, spec, work, png)
+            every = contenders(name, spec, work, png, formats, compiled)
             for batch in args.batches:
                 runners = {k: v for k, v in every.items() if batch == 1 or "batch=1" not in k}
                 x = torch.randn(batch, spec["channels"], spec["size"], spec["size"])

@@ -17,6 +17,7 @@ noise and run order hit every contender alike. Prints each round, the medians an
     python benchmarks/loop_overhead.py --rounds 5 --steps 20                # whole-process
     python benchmarks/loop_overhead.py --form inprocess --rounds 5 --steps 20
     python benchmarks/loop_overhead.py --device cuda --rounds 5 --steps 100 --hpml-arg dataset.synthetic_on=host
+    python benchmarks/loop_overhead.py --tiny [--form inprocess]             # seconds: the test suite's form
 """
 from __future__ import annotations
 
@@ -227,7 +228,10 @@ def main() -> None:
     p.add_argument("--hpml-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="an extra override for hpml's run (repeatable), e.g. dataset.synthetic_on=host")
     p.add_argument("--worker", choices=("plain", "lightning"), help=argparse.SUPPRESS)
+    p.add_argument("--tiny", action="store_true", help="the smallest form (seconds, CPU): what the test suite runs, so the script cannot break unseen")
     args = p.parse_args()
+    if args.tiny:
+        args.image_size, args.batch_size, args.steps, args.rounds = 16, 4, 2, 1
     if args.worker:
         speed = {"plain": plain_worker, "lightning": lightning_worker}[args.worker](args)
         print(json.dumps({"samples_per_s": speed}))

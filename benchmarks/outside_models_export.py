@@ -4,13 +4,13 @@ Each model gets a run folder with random weights (tests/deploy_helpers.make_run:
 then `hpml export` per format; a refused format gives its one-line reason. Writes a markdown
 table to stdout. Run from the repository root:
     PYTHONPATH=src:tests python benchmarks/outside_models_export.py /tmp/outside_export
+    PYTHONPATH=src:tests python benchmarks/outside_models_export.py --tiny /tmp/x   # one model, two formats
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -32,6 +32,7 @@ MODELS = {
                                                     "dataset=synthetic"],
 }
 FORMATS = ["torchscript", "exported", "aoti", "onnx", "int8"]
+TINY_MODELS, TINY_FORMATS = ("custom mynet:MyNet", "timm test_vit"), ["torchscript", "onnx"]  # the quick ones
 
 
 def export(run: Path, fmt: str) -> str:
@@ -45,15 +46,23 @@ def export(run: Path, fmt: str) -> str:
 
 
 def main_() -> None:
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else "outside_export").resolve()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", nargs="?", default="outside_export")
+    parser.add_argument("--tiny", action="store_true", help="the smallest form (seconds, CPU): what the test suite runs, so the script cannot break unseen")
+    args = parser.parse_args()
+    models = {k: v for k, v in MODELS.items() if k in TINY_MODELS} if args.tiny else MODELS
+    formats = TINY_FORMATS if args.tiny else FORMATS
+    root = Path(args.folder).resolve()
     root.mkdir(parents=True, exist_ok=True)
     (root / "mynet.py").write_text(MYNET)
     os.chdir(root)
-    print("| model | " + " | ".join(FORMATS) + " |")
-    print("|---" * (len(FORMATS) + 1) + "|")
-    for i, (name, overrides) in enumerate(MODELS.items()):
+    print("| model | " + " | ".join(formats) + " |")
+    print("|---" * (len(formats) + 1) + "|")
+    for i, (name, overrides) in enumerate(models.items()):
         run = make_run(root / f"run{i}", [*COMMON, *overrides])
-        cells = [export(run, fmt) for fmt in FORMATS]
+        cells = [export(run, fmt) for fmt in formats]
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 

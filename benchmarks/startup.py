@@ -9,6 +9,7 @@ medians are printed per tree.
     python benchmarks/startup.py --rounds 5                      # import + first step
     python benchmarks/startup.py --rounds 3 --full               # + the default 4-epoch run
     python benchmarks/startup.py --src /tmp/before/src src --rounds 5
+    python benchmarks/startup.py --tiny                          # one round: the test suite's form
 """
 from __future__ import annotations
 
@@ -52,7 +53,10 @@ def main() -> None:
     parser.add_argument("--src", nargs="+", default=[str(Path(__file__).resolve().parents[1] / "src")])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--full", action="store_true", help="also time the default `hpml train` (4 epochs)")
+    parser.add_argument("--tiny", action="store_true", help="the smallest form (seconds, CPU): what the test suite runs, so the script cannot break unseen")
     args = parser.parse_args()
+    if args.tiny:
+        args.rounds, args.full = 1, False
     first_step = ["trainer.epochs=1", "trainer.max_steps_per_epoch=1", "trainer.checkpoint_every=0"]
     results = {src: {"import_s": [], "startup_s": [], "default_wall_s": [], "default_startup_s": []} for src in args.src}
     for r in range(args.rounds):

@@ -8,6 +8,7 @@ On a CPU machine these numbers show each strategy's overhead, not GPU scaling: t
 share the same cores. Prints a Markdown table of median samples/s over non-warm-up epochs.
 
     python benchmarks/strategies.py --rounds 5
+    python benchmarks/strategies.py --tiny       # seconds per strategy: the test suite's form
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ TWO_RANK = {
     "pipe gpipe": ["strategy=pipe", "strategy.schedule=gpipe"],
     "pipe 1f1b": ["strategy=pipe", "strategy.schedule=1f1b"],
 }
+
+TINY_TWO_RANK = ("ddp", "fsdp", "pipe gpipe")  # one launch per kind of strategy
 
 
 def base(args) -> list[str]:
@@ -69,7 +72,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--only-world-size-1", action="store_true", help="skip the 2-rank runs")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: the 2-rank runs need 2 GPUs")
+    p.add_argument("--tiny", action="store_true", help="the smallest form (seconds, CPU): what the test suite runs, so the script cannot break unseen")
     args = p.parse_args()
+    if args.tiny:
+        # 8 per rank: a pipeline's 4 micro-batches of 2 (BatchNorm wants more than one sample)
+        args.model, args.image_size, args.batch_size, args.steps, args.epochs, args.rounds = "resnet18", 32, 8, 2, 2, 1
     rows, failures = [], []
     with tempfile.TemporaryDirectory() as tmp:
         single, ddp = [], []
@@ -82,7 +89,8 @@ def main() -> None:
         rows.append(("single", 1, args.batch_size, base_rate))
         rows.append(("ddp", 1, args.batch_size, statistics.median(ddp)))
         ratios = [d / s for s, d in zip(single, ddp)]
-        for name, extra in ({} if args.only_world_size_1 else TWO_RANK).items():
+        two_rank = {k: v for k, v in TWO_RANK.items() if k in TINY_TWO_RANK} if args.tiny else TWO_RANK
+        for name, extra in ({} if args.only_world_size_1 else two_rank).items():
             s = two_ranks(args, extra, Path(tmp) / name.replace(" ", "_"))
             if "failed" in s:
                 failures.append(f"{name}: {s['failed']}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -12,6 +13,15 @@ import pandas as pd
 import pytest
 
 from hpml_bench.cli.main import main
+
+# The seed of the tests that draw a sample per run (test_models_any.py's torchvision builders);
+# HPML_MODEL_SEED=<seed> draws the same sample again. Printed in the session's header.
+MODEL_SEED = int(os.environ.get("HPML_MODEL_SEED") or random.SystemRandom().randrange(10**6))
+
+
+def pytest_report_header(config):
+    return f"model sample: HPML_MODEL_SEED={MODEL_SEED}"
+
 
 # A run small enough for a test: ResNet-18 on 16x16 shapes, 4 steps per epoch.
 TINY = ["dataset.num_train=64", "dataset.num_val=32", "dataset.image_size=16", "dataset.batch_size=16",

@@ -106,3 +106,79 @@ def test_a_compiled_run_trains(hpml, tmp_path):
     assert result.rc == 0, result.err
     epochs = pd.read_csv(tmp_path / "c" / "epochs.csv")
     assert epochs["samples"].iloc[0] == 32 and epochs["train_loss"].notna().all()
+
+
+class AutocastNet(torch.nn.Module):
+    """Opens an autocast context for its input's device, as HCT's Performer does: the meta
+    device has no autocast, so this model runs anywhere but there."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.drop, self.fc = torch.nn.Conv2d(3, 8, 3), torch.nn.Dropout(0.5), torch.nn.Linear(8 * 6 * 6, 4)
+
+    def forward(self, x):
+        if torch.is_autocast_enabled(x.device.type):  # HCT's Performer asks the same
+            x = x.float()
+        return self.fc(self.drop(self.conv(x)).flatten(1))
+
+
+def test_a_model_the_meta_device_cannot_run_is_counted_on_the_device_at_batch_1():
+    torch.manual_seed(3)
+    model = AutocastNet()
+    with pytest.raises(RuntimeError, match="autocast"):
+        count_train_flops(model, (3, 8, 8), build_task("classification", 4).loss)  # meta: the failure it falls back from
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    _, info = measure(model, (3, 8, 8), build_task("classification", 4), torch.device("cpu"), "fp32", None, 1)
+    assert torch.equal(rng, torch.get_rng_state())  # dropout drew in a forked generator state
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    forward = 2 * 8 * 27 * 36 + 2 * 288 * 4  # the same layers as above: the same count, whichever device
+    assert info["flops_per_sample"] == forward + 2 * 8 * 27 * 36 + 2 * 2 * 288 * 4
+    assert info["flops_counted_on"] == "cpu at batch 1"
+    assert info["flops_note"].startswith("FLOPs counted on cpu at batch 1 (meta device: RuntimeError: unknown device type")
+
+
+def test_a_device_count_equals_the_meta_count():
+    model, loss = torchvision.models.resnet18(num_classes=10), build_task("classification", 10).loss
+    on_meta = count_train_flops(model, (3, 64, 64), loss)
+    assert count_train_flops(model, (3, 64, 64), loss, device="cpu", batch=1) == on_meta > 0
+
+
+def test_regnet_and_timm_are_counted():
+    """RegNet cannot be built on the meta device but, once built, a copy runs there; its forward
+    count matches torchvision's published figure. A timm model is counted too."""
+    import timm
+
+    regnet = torchvision.models.regnet_x_400mf()
+    published = torchvision.models.RegNet_X_400MF_Weights.IMAGENET1K_V1.meta["_ops"]
+    assert count_train_flops(regnet, (3, 224, 224), loss_fn=None) / 2 / 1e9 == pytest.approx(published, rel=0.02)
+    _, info = measure(timm.create_model("test_vit", num_classes=4), (3, 32, 32), build_task("classification", 4),
+                      torch.device("cpu"), "fp32", None, 1)
+    assert info["flops_per_sample"] > 0 and info["flops_counted_on"] == "meta"
+
+
+def test_an_hct_run_has_tflops(hpml, tmp_path):
+    result = hpml("train", *TINY, "model=hct_tiny", "trainer.epochs=1", "trainer.checkpoint_every=0",
+                  "trainer.peak_tflops=0.001", "run_dir=h")
+    assert result.rc == 0, result.err
+    summary = json.loads((tmp_path / "h" / "summary.json").read_text())
+    # HCT's BatchNorm sees a 1x1 map at 16 px: batch 1 cannot train it, batch 2 can
+    assert summary["flops_per_sample"] > 0 and summary["flops_counted_on"] == "cpu at batch 2"
+    assert summary["median_tflops"] > 0 and summary["median_mfu"] > 0
+    assert "counted on cpu at batch 2: the meta device cannot run the model" in " ".join(result.out.split())
+
+
+@pytest.mark.parametrize("overrides", [["model=torchvision", "model.arch=regnet_x_400mf"],
+                                       ["model=timm", "model.arch=test_vit", "dataset.image_size=auto"]],
+                         ids=["tv-regnet", "timm-test_vit"])
+def test_outside_model_runs_have_tflops_counted_on_meta(overrides, hpml, tmp_path):
+    """Through `hpml train`: RegNet is built on the CPU (the meta device cannot build it) but a
+    copy runs on meta, as a timm ViT does; the run's table says which way it was counted."""
+    result = hpml("train", *TINY, "dataset.num_train=16", "dataset.num_val=8", "trainer.epochs=1",
+                  "trainer.checkpoint_every=0", "trainer.peak_tflops=0.001", *overrides, "run_dir=o")
+    assert result.rc == 0, result.err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["flops_per_sample"] > 0 and summary["flops_counted_on"] == "meta"
+    assert summary["median_tflops"] > 0 and summary["median_mfu"] > 0
+    assert "GFLOP per training sample (forward + backward, counted on the meta device)" in " ".join(result.out.split())

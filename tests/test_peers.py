@@ -27,5 +27,12 @@ def test_other_errors_are_not_taken_for_a_lost_peer():
 
 def test_a_rank_that_cannot_see_the_run_folder_fails_in_one_line(tmp_path):
     RunFolder(tmp_path).check_seen_by(0, HOSTS)  # present: fine
-    with pytest.raises(HpmlError, match="rank 2 on hpml-n2 cannot see the run folder .* storage every node sees"):
+    with pytest.raises(HpmlError, match="^multi-node job: rank 2 on hpml-n2 cannot see the run folder .* storage every "
+                                        "node sees"):
         RunFolder(tmp_path / "elsewhere").check_seen_by(2, HOSTS)
+
+
+def test_the_shared_folder_rule_applies_across_hosts_only(tmp_path):
+    """Ranks on rank 0's host (rank 0 itself included) are never blamed for rank 0's folder."""
+    for rank in (0, 1):
+        RunFolder(tmp_path / "not-made-yet").check_seen_by(rank, HOSTS)

@@ -2,6 +2,8 @@
 splits from folders or val_fraction; classes from classes.txt; bad data is one line, exit 2."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from fixtures_data import make_seg_folder, seg_mask_values
@@ -9,6 +11,7 @@ from PIL import Image
 
 from hpml_bench.data import build_datasets
 from hpml_bench.errors import HpmlError
+from hpml_bench.models import build_model_from_config, count_parameters
 from hpml_bench.train.config import compose_train, to_train_config
 from hpml_bench.train.trained_run import class_names
 
@@ -69,6 +72,49 @@ def test_without_classes_txt_two_classes_by_default(tmp_path):
     with pytest.raises(HpmlError, match="classes.txt gives 3 classes but dataset.mask_classes=4"):
         (tmp_path / "classes.txt").write_text("a\nb\nc\n")
         _config(tmp_path, "dataset.mask_classes=4")
+
+
+def test_without_classes_txt_the_masks_say_how_many_classes(tmp_path, capsys):
+    """Index masks with values 0..4 and nothing else saying it: five classes, said once."""
+    make_seg_folder(tmp_path / "five", "index", 5, size=16, per_split=3, classes_txt=False)
+    make_seg_folder(tmp_path / "pal", "palette", 3, size=16, per_split=2, classes_txt=False, flat=True)
+    capsys.readouterr()
+    first, again = _config(tmp_path / "five"), _config(tmp_path / "five")
+    assert first.dataset.mask_classes == again.dataset.mask_classes == first.model.num_classes == 5
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: dataset.mask_classes=")]
+    assert notes == [(f"note: dataset.mask_classes=5: read from 6 masks in {tmp_path / 'five' / 'train' / 'masks'}, "
+                      f"{tmp_path / 'five' / 'val' / 'masks'} (values up to 4); set dataset.mask_classes (or write "
+                      f"classes.txt) to say otherwise")]
+    assert _config(tmp_path / "pal").dataset.mask_classes == 3  # a flat folder's palette indices
+    train, _ = build_datasets(first.dataset, "segmentation")
+    assert int(max(train.read_mask(s.mask).max() for s in train.samples)) == 4  # every class readable
+    capsys.readouterr()
+    assert _config(tmp_path / "five", "dataset.mask_classes=6").dataset.mask_classes == 6  # given: no scan, no note
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_hpml_train_says_the_mask_classes_it_inferred(hpml, tmp_path):
+    """Through `hpml train`: no classes.txt, no dataset.mask_classes; masks 0..3 train a
+    four-class model, and the run says so once."""
+    make_seg_folder(tmp_path / "four", "index", 4, size=16, per_split=2, classes_txt=False)
+    result = hpml("train", "model=unet_tiny", "dataset=seg_folder", f"dataset.root={tmp_path / 'four'}",
+                  "dataset.batch_size=2", "trainer.epochs=1", "trainer.checkpoint_every=0", "trainer.progress=never",
+                  "run_dir=r")
+    assert result.rc == 0, result.err
+    notes = [line for line in result.err.splitlines() if line.startswith("note: dataset.mask_classes=")]
+    assert len(notes) == 1 and notes[0].startswith("note: dataset.mask_classes=4: read from 4 masks in "), result.err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    four, two = (_config(tmp_path / "four", f"dataset.mask_classes={n}").model for n in (4, 2))
+    assert summary["parameters"] == count_parameters(build_model_from_config(four)) != count_parameters(
+        build_model_from_config(two))  # the head the run trained has four outputs
+
+
+def test_colour_masks_without_mask_values_are_one_line_before_the_run(hpml, tmp_path):
+    make_seg_folder(tmp_path / "c", "colour", 3, size=16, per_split=2, classes_txt=False)
+    result = hpml("train", "model=unet_tiny", "dataset=seg_folder", f"dataset.root={tmp_path / 'c'}")
+    assert result.rc == 2 and len(result.err.strip().splitlines()) == 1, result.err
+    assert "is a colour image; map its colours to classes with dataset.mask_values" in result.err
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("damage, message", [

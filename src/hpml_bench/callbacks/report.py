@@ -179,4 +179,7 @@ def flops_caption(info: dict[str, Any]) -> str:
     peak = info.get("peak_tflops")
     peak_text = (f"MFU = TFLOP/s / ({peak:g} TFLOP/s peak x {info.get('devices', 1)} devices; {info['peak_source']})"
                  if peak else f"no MFU: {info.get('peak_source', 'no peak known')}")
-    return f"{flops / 1e9:.3f} GFLOP per training sample (forward + backward); {peak_text}"
+    counted = info.get("flops_counted_on", "meta")
+    where = ("counted on the meta device" if counted == "meta"
+             else f"counted on {counted}: the meta device cannot run the model")
+    return f"{flops / 1e9:.3f} GFLOP per training sample (forward + backward, {where}); {peak_text}"

@@ -162,11 +162,9 @@ def _model_table() -> Table:
 
 def model_facts(name: str) -> dict:
     """Task, input size and parameter count of conf/model/<name>.yaml, by composing and
-    building it (on the meta device: shapes only). Slow: imports torch."""
-    import torch
-
+    building it (on the meta device where it can be: shapes only). Slow: imports torch."""
     # here: `hpml list` must not import torch (the listing stays under ~1.5 s)
-    from hpml_bench.models import build_model_from_config, count_parameters
+    from hpml_bench.models import build_for_shapes, count_parameters
 
     # here: `hpml list` must not import torch (the listing stays under ~1.5 s)
     from hpml_bench.models.input_size import input_rule
@@ -180,9 +178,8 @@ def model_facts(name: str) -> dict:
 
         data = SimpleNamespace(channels=cfg.in_channels or 3, num_classes=cfg.num_classes or 2, image_size=cfg.input_size)
         cfg = cfg.inspected(data)
-    with torch.device("meta"):
-        params = count_parameters(build_model_from_config(cfg))
-    accepts = "the data's size" if cfg.input_follows_data else input_rule(cfg).replace("at least", ">=")
+    params = count_parameters(build_for_shapes(cfg))
+    accepts = "the data's size" if cfg.input_follows_data else input_rule(cfg).replace("at least", ">=").replace("at most", "<=")
     return {"task": cfg.task, "input_size": cfg.input_size, "accepts": accepts, "parameters": params}
 
 

@@ -4,7 +4,8 @@
     root/val/...  (+ root/test/...)     or: root/images/ + root/masks/ (a seeded val_fraction split)
     root/classes.txt                    optional: the name of class k on line k + 1
 
-Masks hold class indices (value k is class k; a palette PNG by its palette index), or are
+Masks hold class indices (value k is class k; a palette PNG by its palette index; without
+classes.txt or dataset.mask_classes the count is read from the masks), or are
 0/255 binary masks (two classes), or hold colours (or grey levels) that `dataset.mask_values`
 maps to classes, class k being the k-th value. Images go through the decode path every
 on-disk data set shares (files.py), `hpml prepare`'s cache and the input-size rules.
@@ -12,6 +13,8 @@ on-disk data set shares (files.py), `hpml prepare`'s cache and the input-size ru
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, List, Optional
@@ -42,7 +45,7 @@ FALLBACK_SIZE = 256
 @dataclass
 class SegFolderConfig(FileDatasetConfig):
     name: str = "seg_folder"
-    # per-pixel classes; null: the lines of classes.txt, else len(mask_values), else 2
+    # per-pixel classes; null: the lines of classes.txt, else len(mask_values), else read from the masks
     mask_classes: Optional[int] = None
     # 0: the shorter side of the first training image (looked up when the config is built)
     native_size: int = 0
@@ -70,7 +73,7 @@ class SegFolderConfig(FileDatasetConfig):
         counts = {"mask_values": len(self.mask_values) if self.mask_values else None,
                   self.classes_file: len(names) if names else None}
         if self.mask_classes is None:
-            self.mask_classes = next((n for n in counts.values() if n), 2)
+            self.mask_classes = next((n for n in counts.values() if n), None) or inferred_mask_classes(self) or 2
         for source, n in counts.items():
             if n and n != self.mask_classes:
                 raise HpmlError(f"dataset {self.name}: {source} gives {n} classes but dataset.mask_classes="
@@ -96,6 +99,52 @@ class SegFolderConfig(FileDatasetConfig):
             raise HpmlError(f"split=test: {folder} has no {self.images_dir}/ folder (dataset.test_dir={self.test_dir}); "
                             f"use split=val, or give dataset.root=<a folder with {self.test_dir}/{self.images_dir}/>")
         return super().eval_split(split)
+
+
+_INFERRED: dict[tuple, int] = {}  # the config is built several times per run: scan the masks once
+
+
+def inferred_mask_classes(cfg: SegFolderConfig) -> Optional[int]:
+    """The number of classes the index masks hold (largest value + 1; 0/255 masks: 2), read
+    from every mask of the training and validation folders, said once on stderr; None when
+    the folders are not there yet (the build then names what is missing)."""
+    folders = [folder for folder in mask_folders(cfg) if folder.is_dir()]
+    if not folders:
+        return None
+    key = (cfg.mask_suffix, *(str(f.resolve()) for f in folders))
+    if key not in _INFERRED:
+        masks = [path for folder in folders for path in _by_stem(folder, MASK_EXTENSIONS, cfg.mask_suffix).values()]
+        values = set()
+        for path in masks:
+            try:
+                with Image.open(path) as img:
+                    values.update(np.unique(_single_channel(img, path)).tolist())
+            except (OSError, UnidentifiedImageError):
+                continue  # the decode path names the file when it reads it
+        if not values:
+            return None
+        binary = values <= {0, 255}
+        top = max(values)
+        if top > 254 and not binary:
+            raise HpmlError(f"the masks in {folders[0]} hold value {top}: too many classes for index masks (at most "
+                            f"255); map them with dataset.mask_values or set dataset.mask_classes")
+        _INFERRED[key] = 2 if binary else max(top + 1, 2)
+        if os.environ.get("RANK", "0") == "0":  # one line per job, not one per rank
+            held = "only 0 and 255: binary masks" if binary else f"values up to {top}"
+            print(f"note: dataset.mask_classes={_INFERRED[key]}: read from {len(masks)} masks in "
+                  f"{', '.join(map(str, folders))} ({held}); set dataset.mask_classes (or write classes.txt) to "
+                  f"say otherwise", file=sys.stderr)
+    return _INFERRED[key]
+
+
+def mask_folders(cfg: SegFolderConfig) -> list[Path]:
+    """The masks folders of the training and validation splits (or the one flat folder)."""
+    root = Path(cfg.root or "")
+    if not cfg.root:
+        return []
+    if (root / cfg.train_dir / cfg.images_dir).is_dir():
+        return [root / split / cfg.masks_dir for split in (cfg.train_dir, cfg.val_dir) if split]
+    return [root / cfg.masks_dir]
 
 
 def first_image_side(cfg: SegFolderConfig) -> Optional[int]:

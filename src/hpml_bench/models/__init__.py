@@ -15,9 +15,10 @@ from hpml_bench.models import (  # noqa: F401  (registers)  # noqa: F401  (the o
 from hpml_bench.models.base import (
     MODELS,
     ModelConfig,
+    build_for_shapes,
     build_model_from_config,
     count_parameters,
     split_points,
 )
 
-__all__ = ["MODELS", "ModelConfig", "build_model_from_config", "count_parameters", "split_points"]
+__all__ = ["MODELS", "ModelConfig", "build_for_shapes", "build_model_from_config", "count_parameters", "split_points"]

@@ -31,9 +31,11 @@ class ModelConfig:
     task: str = "classification"  # classification | segmentation: what the model's output is scored as
 
     # What the architecture accepts (dataset.image_size is checked against them before a run):
-    # the smallest square side, and what the side must divide by (encoder-decoders).
+    # the smallest square side, what the side must divide by (encoder-decoders), and the
+    # largest (None: no limit; a fixed-size transformer takes only its own side).
     min_input_size: ClassVar[int] = 1
     input_divisor: ClassVar[int] = 1
+    max_input_size: ClassVar[Optional[int]] = None
     # True: the input size is whatever the data set gives (input_size is set from it).
     input_follows_data: ClassVar[bool] = False
 
@@ -54,6 +56,10 @@ class ModelConfig:
         them in their class; models/source.py probes the outside ones)."""
         return self
 
+    def describe_build(self) -> str:
+        """The model as error lines name it."""
+        return f"model {self.name}"
+
     def weights_file(self) -> Optional[str]:
         """The state_dict file build_model_from_config loads after building, if any."""
         is_file = self.weights and Path(self.weights).suffix in (".pt", ".pth", ".bin", ".ckpt")
@@ -69,6 +75,18 @@ def build_model_from_config(cfg: ModelConfig) -> nn.Module:
     if cfg.freeze_backbone:
         freeze_all_but(model, head_of(model))
     return model
+
+
+def build_for_shapes(cfg: ModelConfig) -> nn.Module:
+    """The model on the meta device (shapes only, no memory) where its constructor allows it,
+    else on the CPU (RegNet computes its widths with tensors while it is built)."""
+    try:
+        with torch.device("meta"):
+            return build_model_from_config(cfg)
+    except HpmlError:
+        raise
+    except Exception:  # noqa: BLE001 - any failure on meta: the CPU build says what is wrong, if anything
+        return build_model_from_config(cfg)
 
 
 def load_local_weights(model: nn.Module, path: str) -> None:

@@ -1,7 +1,7 @@
 """What the three outside sources of models share (torchvision, timm, the user's own code):
 the declarations hpml cannot see in a module it did not write (head, Grad-CAM layer,
 pipeline split points, input-size limits), checked against the built module before a run,
-and the task and input limits probed on the meta device when not declared."""
+and the task and input limits probed (models/probe.py) when not declared."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,6 +14,7 @@ from torch import nn
 
 from hpml_bench.errors import HpmlError
 from hpml_bench.models.base import ModelConfig
+from hpml_bench.models.probe import DESIGN_SIZE, first_line, probe_once
 from hpml_bench.registry import did_you_mean
 
 
@@ -29,10 +30,15 @@ class SourceConfig(ModelConfig):
     cam_layer: Optional[str] = None
     # module names after which strategy=pipe may cut the model (top-level blocks of its forward)
     split_after: list[str] = field(default_factory=list)
-    # the smallest square input side it accepts (null: probed once on the meta device)
+    # the side it was designed for, which dataset.image_size=auto falls back to (null: what the
+    # model declares: timm's pretrained_cfg, torchvision's weights, a ViT's image_size; else 224)
+    input_size: Optional[int] = None
+    # the smallest square input side it accepts (null: probed once, on the meta device where it runs)
     min_input_size: Optional[int] = None
     # what the input side must divide by (null: probed with the minimum)
     input_divisor: Optional[int] = None
+    # the largest side it accepts (null: probed; a fixed-size transformer takes only its own side)
+    max_input_size: Optional[int] = None
     # extra keyword arguments for the constructor (+model.kwargs.drop_rate=0.1: the + adds a key)
     kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -42,90 +48,45 @@ class SourceConfig(ModelConfig):
 
     def inspected(self, dataset) -> "SourceConfig":
         """A copy whose task and input limits are known: declared ones are kept, the rest
-        probed on the meta device with the data set's channels and classes."""
+        probed with the data set's channels and classes."""
         return probe(self, dataset.channels, dataset.num_classes, _probe_size(dataset, self))
 
     def describe_build(self) -> str:
         return f"model={self.name}"
 
+    def declared_sizes(self, model: nn.Module) -> list[int]:
+        """The sides the built model says it takes, its design side first (the probe tries
+        them when the data set's side fails). Sources add their own ways of saying it."""
+        found = (declared_side(getattr(model, name, None)) for name in ("image_size", "img_size", "input_size"))
+        return [side for side in found if side]
+
 
 def _probe_size(dataset, cfg: SourceConfig) -> int:
     """The side the run will most likely feed (checked again once image_size is resolved)."""
     size = dataset.native_size if getattr(dataset, "size_is_auto", False) else dataset.image_size
-    return int(size or cfg.input_size)
-
-
-_PROBED: dict[tuple, tuple[str, int, int]] = {}  # the config is read several times per run; probe once
-
-
-def _probe_once(cfg: SourceConfig, channels: int, classes: int, size: int) -> tuple[str, int, int]:
-    key = (repr(cfg), channels, classes, size)
-    if key not in _PROBED:
-        _PROBED[key] = _probe_meta(cfg, channels, classes, size)
-    return _PROBED[key]
-
-
-def _probe_meta(cfg: SourceConfig, channels: int, classes: int, size: int) -> tuple[str, int, int]:
-    # No weights: the probe needs shapes only (and must not download).
-    probe_cfg = dataclasses.replace(cfg, num_classes=classes or 2, in_channels=channels, weights=None)
-    with torch.device("meta"):
-        model = build_declared(probe_cfg)
-        out = dummy_forward(model, cfg, channels, size)
-        task = "segmentation" if out.dim() == 4 else "classification"
-        low = cfg.min_input_size or _smallest_side(model, channels, size, task)
-        divisor = cfg.input_divisor or (1 if _runs(model, channels, low + 1, task) else low)
-    return task, low, divisor
+    return int(size or cfg.input_size or DESIGN_SIZE)
 
 
 def probe(cfg: SourceConfig, channels: int, classes: int, size: int) -> SourceConfig:
+    """`cfg` with its task and input limits filled in by probing the model (models/probe.py)."""
     if cfg.task not in ("auto", "classification", "segmentation"):
         raise HpmlError(f"model.task={cfg.task}: use auto, classification or segmentation")
-    task, low, divisor = _probe_once(cfg, channels, classes, size)
-    if cfg.task != "auto" and cfg.task != task:
-        raise HpmlError(f"model.task={cfg.task} but {cfg.describe_build()} gives {'[N, C, H, W]' if task == 'segmentation' else '[N, C]'} "
-                        f"outputs (a {task} model); drop model.task")
-    return dataclasses.replace(cfg, task=task, min_input_size=low, input_divisor=divisor)
+    found = probe_once(cfg, channels, classes, size, build_declared)
+    if cfg.task != "auto" and cfg.task != found.task:
+        raise HpmlError(f"model.task={cfg.task} but {cfg.describe_build()} gives "
+                        f"{'[N, C, H, W]' if found.task == 'segmentation' else '[N, C]'} outputs (a {found.task} model); "
+                        f"drop model.task")
+    return dataclasses.replace(cfg, task=found.task, min_input_size=found.min_size, input_divisor=found.divisor,
+                               max_input_size=found.max_size, input_size=found.design_size)
 
 
-def dummy_forward(model: nn.Module, cfg: SourceConfig, channels: int, size: int) -> torch.Tensor:
-    """One forward pass on a dummy batch of 2; the error names the input shape."""
-    shape = (2, channels, size, size)
-    try:
-        with torch.no_grad():
-            out = model.eval()(torch.zeros(shape))
-    except Exception as exc:
-        raise HpmlError(f"{cfg.describe_build()}: forward fails on a dummy batch of shape {list(shape)} "
-                        f"({type(exc).__name__}: {_first_line(exc)}); fix the model or dataset.image_size/channels") from exc
-    if not isinstance(out, torch.Tensor) or out.dim() not in (2, 4):
-        got = type(out).__name__ if not isinstance(out, torch.Tensor) else f"a tensor of shape {list(out.shape)}"
-        raise HpmlError(f"{cfg.describe_build()}: forward on {list(shape)} returns {got}; hpml needs logits "
-                        f"[N, classes] (classification) or [N, classes, H, W] (segmentation)")
-    if out.dim() == 4 and tuple(out.shape[2:]) != (size, size):
-        raise HpmlError(f"{cfg.describe_build()}: segmentation output {list(out.shape)} for input {list(shape)}; "
-                        f"the masks need [N, classes, {size}, {size}] (upsample to the input size)")
-    return out
-
-
-def _runs(model: nn.Module, channels: int, size: int, task: str) -> bool:
-    try:
-        with torch.no_grad():
-            out = model(torch.zeros(2, channels, size, size))
-    except Exception:
-        return False
-    return task == "classification" or tuple(out.shape[2:]) == (size, size)
-
-
-def _smallest_side(model: nn.Module, channels: int, works: int, task: str) -> int:
-    """Binary search for the smallest side that still runs (meta device: shapes only)."""
-    low, high = 1, works
-    while low < high:
-        mid = (low + high) // 2
-        low, high = (low, mid) if _runs(model, channels, mid, task) else (mid + 1, high)
-    return high
-
-
-def _first_line(exc: BaseException) -> str:
-    return next((s.strip() for s in str(exc).splitlines() if s.strip()), "")[:200]
+def declared_side(value) -> Optional[int]:
+    """A square side from an int or an (H, W) / (C, H, W) tuple that a model declares."""
+    if isinstance(value, int) and value > 0:
+        return value
+    if isinstance(value, (tuple, list)) and len(value) >= 2 and value[-1] == value[-2] and isinstance(value[-1], int):
+        return value[-1]
+    return None
 
 
 # -- declarations ------------------------------------------------------------------------
@@ -181,7 +142,7 @@ def pipeline_stages(model: nn.Module, names: list[str], what: str) -> list[nn.Mo
     try:
         traced = GraphModule(model, CutTracer().trace(model))
     except Exception as exc:
-        raise HpmlError(f"strategy=pipe: torch.fx cannot trace {what} ({type(exc).__name__}: {_first_line(exc)}); "
+        raise HpmlError(f"strategy=pipe: torch.fx cannot trace {what} ({type(exc).__name__}: {first_line(exc)}); "
                         f"use another strategy") from exc
     part, ends = [0], set(names)
     where: dict[str, int] = {}

@@ -12,7 +12,7 @@ from torch import nn
 
 from hpml_bench.errors import HpmlError
 from hpml_bench.models.base import MODELS
-from hpml_bench.models.source import SourceConfig, build_declared
+from hpml_bench.models.source import SourceConfig, build_declared, declared_side
 from hpml_bench.registry import did_you_mean
 
 
@@ -37,6 +37,17 @@ class TimmConfig(SourceConfig):
 
     def build(self) -> nn.Module:
         return build_timm(self)
+
+    def declared_sizes(self, model: nn.Module) -> list[int]:
+        """The input size timm resolves for the model (its pretrained_cfg, as
+        timm.data.resolve_model_data_config reads it), then the generic attributes."""
+        from timm.data import resolve_model_data_config  # here: timm is optional (the timm extra)
+
+        try:
+            side = declared_side(resolve_model_data_config(model).get("input_size"))
+        except Exception:  # noqa: BLE001 - a model without a pretrained_cfg declares nothing here
+            side = None
+        return [*([side] if side else []), *super().declared_sizes(model)]
 
 
 def import_timm():

@@ -11,7 +11,7 @@ from torch import nn
 from hpml_bench.errors import HpmlError
 from hpml_bench.models.base import MODELS
 from hpml_bench.models.pretrained import named_weights, pretrained_state_dict
-from hpml_bench.models.source import SourceConfig, build_declared
+from hpml_bench.models.source import SourceConfig, build_declared, declared_side
 from hpml_bench.registry import did_you_mean
 
 
@@ -37,6 +37,25 @@ class TorchvisionConfig(SourceConfig):
 
     def build(self) -> nn.Module:
         return build_torchvision(self)
+
+    def declared_sizes(self, model: nn.Module) -> list[int]:
+        """The model's own image_size (ViT), then what its weights were made at: the crop (or
+        resize, segmentation) of their transforms, then their meta's min_size."""
+        return [*super().declared_sizes(model), *weights_sizes(self.arch)]
+
+
+def weights_sizes(arch: str) -> list[int]:
+    """Sides torchvision's default weights for `arch` state (none for a builder without weights)."""
+    import torchvision.models as tvm
+
+    try:
+        weights = tvm.get_model_weights(arch).DEFAULT
+    except (ValueError, KeyError, AttributeError):
+        return []
+    preset = getattr(weights.transforms, "keywords", {})  # functools.partial(ImageClassification, crop_size=...)
+    found = [declared_side(preset.get(key)) for key in ("crop_size", "resize_size")]
+    found.append(declared_side(weights.meta.get("min_size")))
+    return [side for side in found if side]
 
 
 def archs() -> dict[str, str]:

@@ -168,11 +168,14 @@ class RunFolder:
         return None
 
     def check_seen_by(self, rank: int, hosts: list[tuple[str, str]]) -> None:
-        """Every rank writes into rank 0's run folder: on another node it must be the same storage."""
-        if not self.path.is_dir():
-            raise HpmlError(f"rank {rank} on {hosts[rank][0]} cannot see the run folder {self.path} that rank 0 made "
-                            f"on {hosts[0][0]}: a multi-node job needs its run folder on storage every node sees "
-                            f"(start it from a shared file system, e.g. /scratch, or set run_dir there)")
+        """A multi-node rule: every rank writes into the run folder rank 0 made, so a rank on
+        another host than rank 0's must see it there (shared storage). Ranks on rank 0's host
+        see what rank 0 made by construction; the rule does not apply to them."""
+        if hosts[rank][0] == hosts[0][0] or self.path.is_dir():
+            return
+        raise HpmlError(f"multi-node job: rank {rank} on {hosts[rank][0]} cannot see the run folder {self.path} "
+                        f"that rank 0 made on {hosts[0][0]}; the run folder must be on storage every node sees "
+                        f"(start the job from a shared file system, e.g. /scratch, or set run_dir there)")
 
     # -- writes, the lock, checkpoints (the modules beside this one) ---------------------
     def write_text(self, path: Path, text: str) -> None:

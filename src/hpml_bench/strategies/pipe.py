@@ -22,7 +22,7 @@ from torch.distributed.pipelining import (
 
 from hpml_bench.errors import HpmlError
 from hpml_bench.faults.oom import next_micro_batch
-from hpml_bench.models import build_model_from_config, split_points
+from hpml_bench.models import build_for_shapes, split_points
 from hpml_bench.strategies.base import STRATEGIES
 from hpml_bench.strategies.distributed import DistributedConfig, DistributedStrategy
 from hpml_bench.strategies.optim_state import by_name, is_by_name, load_by_name, merged, numbered_state_refused
@@ -125,8 +125,7 @@ class PipeStrategy(DistributedStrategy):
             raise HpmlError(f"dataset.batch_size={cfg.dataset.batch_size} does not split into strategy.n_microbatches="
                             f"{cfg.strategy.n_microbatches}; pick a batch size divisible by it")
 
-        with torch.device("meta"):  # the model's shape only, to count its split points
-            blocks = split_points(build_model_from_config(cfg.model))
+        blocks = split_points(build_for_shapes(cfg.model))  # the model's shape only, to count its split points
         stages = world_size * cfg.strategy.stages_per_rank
         if len(blocks) < stages:
             raise HpmlError(f"strategy=pipe needs {stages} stages ({world_size} processes x "

@@ -3,7 +3,11 @@
 The model's FLOPs per sample are counted once, before training, by
 `torch.utils.flop_counter.FlopCounterMode` over one forward + loss + backward of a copy of
 the model on the meta device (shapes only: no arithmetic, no memory, no random numbers
-drawn, the real model and optimizer untouched). The counter counts 2 FLOPs per multiply-add
+drawn, the real model and optimizer untouched). A model the meta device cannot run (HCT's
+Performer opens an autocast context for the input's device; data-dependent code) is counted
+the same way on a copy on the run's own device at batch 1 (random numbers drawn in a forked
+generator state, the copy freed before training), outside the timed epochs; summary.json's
+`flops_counted_on` says which way was used. The counter counts 2 FLOPs per multiply-add
 (torchvision's `_ops` count 1). Achieved TFLOP/s = FLOPs/sample x samples / run_s; MFU =
 achieved / (peak dense TFLOP/s of one device for the run's precision x devices).
 """
@@ -40,22 +44,30 @@ PEAK_TFLOPS: tuple[tuple[str, str, dict[str, float]], ...] = (
 
 
 def count_train_flops(model: nn.Module, input_shape: tuple[int, ...], loss_fn: Optional[Callable],
-                      logits_fn: Callable = lambda out: out) -> float:
+                      logits_fn: Callable = lambda out: out, device: str | torch.device = "meta",
+                      batch: int = 2) -> float:
     """FLOPs of one training step (forward, loss, backward) per sample, at `input_shape`
-    (C, H, W); forward only when loss_fn is None. Counted on a meta-device copy, so nothing
-    real is computed or changed."""
+    (C, H, W); forward only when loss_fn is None. Counted on a copy on `device` (the meta
+    device by default: nothing real is computed), so the model itself is never changed.
+    batch 2 by default: BatchNorm in train mode wants more than one value per channel."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    batch = 2  # BatchNorm in train mode wants more than one value per channel
-    ghost = copy.deepcopy(model).to("meta").train(model.training)
-    inputs = torch.empty(batch, *input_shape, device="meta")
-    with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(loss_fn is not None):
-        outputs = ghost(inputs)
-        if loss_fn is not None:
-            logits = logits_fn(outputs)
-            # Classification: one class per sample; segmentation: one per pixel of the logits.
-            targets = torch.zeros((logits.shape[0], *logits.shape[2:]), dtype=torch.long, device="meta")
-            loss_fn(outputs, targets).backward()
+    device = torch.device(device)
+    ghost = copy.deepcopy(model).to(device).train(model.training)
+    inputs = torch.zeros(batch, *input_shape, device=device)
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                FlopCounterMode(display=False) as counter, torch.set_grad_enabled(loss_fn is not None):
+            outputs = ghost(inputs)
+            if loss_fn is not None:
+                logits = logits_fn(outputs)
+                # Classification: one class per sample; segmentation: one per pixel of the logits.
+                targets = torch.zeros((logits.shape[0], *logits.shape[2:]), dtype=torch.long, device=device)
+                loss_fn(outputs, targets).backward()
+    finally:
+        del ghost
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the copy's memory goes back before training
     return counter.get_total_flops() / batch
 
 
@@ -112,16 +124,23 @@ class Throughput:
 
 def measure(model: nn.Module, input_shape: tuple[int, ...], task, device: torch.device, precision: str,
             override: Optional[float], devices: int) -> tuple[Throughput, dict[str, Any]]:
-    """The run's Throughput and what summary.json records about it. A model the meta device
-    cannot run (data-dependent shapes, custom kernels) gets no count rather than no run."""
-    note = None
-    try:
-        flops = count_train_flops(model, input_shape, task.loss, task.logits)
-    except Exception as exc:  # noqa: BLE001 - any failure only costs the FLOP columns
-        flops, note = None, f"FLOPs not counted: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    """The run's Throughput and what summary.json records about it: counted on the meta
+    device, else on `device` at batch 1 (then 2, for a model whose BatchNorm needs it); a
+    model that fails both gets no count rather than no run."""
+    flops, where, failures = None, None, []
+    for on, batch in (("meta", 2), (device, 1), (device, 2)):
+        try:
+            flops, where = count_train_flops(model, input_shape, task.loss, task.logits, on, batch), (str(on), batch)
+            break
+        except Exception as exc:  # noqa: BLE001 - any failure only costs the FLOP columns
+            failures.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
     peak, source = resolve_peak(device, precision, override)
     meter = Throughput(flops, peak, devices)
     info = {**meter.info(), "peak_source": source}
-    if note:
-        info["flops_note"] = note
+    if where is None:
+        info["flops_note"] = f"FLOPs not counted: {failures[-1]}"
+    else:
+        info["flops_counted_on"] = where[0] if where[0] == "meta" else f"{where[0]} at batch {where[1]}"
+        if where[0] != "meta":  # why the count ran for real
+            info["flops_note"] = f"FLOPs counted on {info['flops_counted_on']} (meta device: {failures[0]})"
     return meter, info

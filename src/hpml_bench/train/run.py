@@ -21,6 +21,7 @@ from hpml_bench.faults.lost_peer import lost_peer, rank_hosts
 from hpml_bench.faults.lost_worker import quiet_sigchld, with_checkpoint, worker_lost
 from hpml_bench.faults.preemption import StopRequest, report_stop, restart_resume
 from hpml_bench.models import build_model_from_config, count_parameters
+from hpml_bench.models.source import SourceConfig
 from hpml_bench.runfolder import RunFolder
 from hpml_bench.runfolder.lock import RunLock
 from hpml_bench.runfolder.provenance import record_config_dir, record_model_source
@@ -37,7 +38,8 @@ from hpml_bench.train.trainer import Trainer
 
 def run_training(dcfg: DictConfig, run_dir: Path | RunFolder, overrides: list[str] = (),
                  choices: dict | None = None) -> list[dict]:
-    """Train as the config says, writing into the run folder; returns the per-epoch records."""
+    """Train as the config says, writing into the run folder (made here when missing);
+    returns the per-epoch records."""
     cfg = to_train_config(dcfg)
     _pin_image_size(dcfg, cfg)
     folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
@@ -56,8 +58,10 @@ def run_training(dcfg: DictConfig, run_dir: Path | RunFolder, overrides: list[st
     try:
         hosts = rank_hosts(strategy)
         folder = _shared_run_dir(strategy, folder)
-        folder.check_seen_by(strategy.rank, hosts)
-        lock = _take_run_folder(strategy, folder)  # before any data is loaded
+        # Rank 0 makes the folder when the caller did not (Hydra makes it for `hpml train`; a
+        # script calling run_training need not) and locks it, before any data is loaded.
+        lock = _take_run_folder(strategy, folder)
+        folder.check_seen_by(strategy.rank, hosts)  # a multi-node rule: every node sees rank 0's folder
         trainer = _build_trainer(cfg, dcfg, strategy, folder, choices or {}, stop)
         if checkpoint is not None:  # refused in one line when this config cannot continue it
             resume(trainer, strategy, checkpoint, cfg, RunFolder(checkpoint.parent.parent))
@@ -73,6 +77,11 @@ def run_training(dcfg: DictConfig, run_dir: Path | RunFolder, overrides: list[st
                     strategy.save_checkpoint(folder.last, trainer.state_dict())
             except RuntimeError as exc:  # a lost worker (a batch boundary), a peer lost in a collective
                 _raise_fault(exc, trainer, strategy, folder, hosts)
+                _raise_if_outside_model(cfg, exc)
+                raise
+            except (ValueError, TypeError, AssertionError, IndexError) as exc:  # a model's own checks
+                _raise_if_outside_model(cfg, exc)
+                raise
         if trainer.stopped_at and strategy.is_main:
             report_stop(stop, trainer.stopped_at, folder.last, folder)
     finally:
@@ -87,7 +96,7 @@ def run_training(dcfg: DictConfig, run_dir: Path | RunFolder, overrides: list[st
 
 def _raise_fault(exc: RuntimeError, trainer: Trainer, strategy: Strategy, folder: RunFolder, hosts) -> None:
     """A lost loader worker or a lost peer rank as its one line (the fault modules say which);
-    anything else as it was."""
+    returns for anything else."""
     lost = worker_lost(exc, trainer.train_loader)
     if lost is not None:
         # One process: the trainer stops at its last optimizer step and that checkpoint is
@@ -98,10 +107,20 @@ def _raise_fault(exc: RuntimeError, trainer: Trainer, strategy: Strategy, folder
         raise with_checkpoint(lost, stopped_at, folder.last, folder) from exc
     line = lost_peer(exc, hosts, strategy.rank)  # a peer rank died: name it in one line
     if line is None:
-        raise exc
+        return  # not a fault: the caller decides
     # A rank that dies of this error closes its own connections too: the ranks that
     # notice later would name it, so every rank reports the first diagnosis.
     raise HpmlError(strategy.first_failure(line)) from None
+
+
+def _raise_if_outside_model(cfg: TrainConfig, exc: Exception) -> None:
+    """An outside model (torchvision, timm, the user's own) that fails inside the loop: one
+    line naming it and its error. hpml's own models' errors stay as they are (a bug of hpml's)."""
+    if isinstance(exc, (HpmlError, torch.OutOfMemoryError)) or not isinstance(cfg.model, SourceConfig):
+        return  # an out-of-memory is the OOM fault's to report
+    line = next((s.strip() for s in str(exc).splitlines() if s.strip()), "")[:200]
+    raise HpmlError(f"{cfg.model.describe_build()} failed in training ({type(exc).__name__}: {line}); it ran on "
+                     f"dummy batches before the run: check it with this run's settings (HPML_DEBUG=1 shows where)") from exc
 
 
 def _take_run_folder(strategy: Strategy, folder: RunFolder) -> RunLock | None:

@@ -67,7 +67,7 @@ train() {  # train <row> <overrides...>
 
 train r50_synth $R50 $SYNTH
 train r50_ddp1 $R50 $SYNTH strategy=ddp $NCCL
-train r50_fsdp1 $R50 $SYNTH strategy=fsdp $NCCL
+train r50_fsdp1 $R50 $SYNTH strategy=fsdp $NCCL trainer.channels_last=false  # FSDP2: contiguous weights only
 if wanted r50_cache || wanted r50_jpeg_gpu; then
   echo "+ python benchmarks/gpu_rows.py jpegs $DATA $JPEGS"
   echo "+ hpml prepare $FOLDER model=resnet50 dataset.image_size=224 dataset.num_classes=1000${TINY_ARGS:+ $TINY_ARGS}"

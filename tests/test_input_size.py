@@ -44,6 +44,7 @@ def test_mlp_input_follows_the_resolved_size():
     (["dataset.image_size=0"], "dataset.image_size=0: use auto or a positive number"),
     (["strategy=ddp", "strategy.nproc_per_node=0"], "strategy.nproc_per_node=0 must be positive"),
     (["strategy=fsdp", "strategy.nproc_per_node=-2"], "strategy.nproc_per_node=-2 must be positive"),
+    (["strategy=fsdp", "trainer.channels_last=true"], "strategy=fsdp cannot shard channels-last weights"),
 ])
 def test_refused_before_anything_runs(hpml, tmp_path, args, message):
     result = hpml("train", *args)

@@ -93,6 +93,15 @@ class FSDPStrategy(DistributedStrategy):
     supports_ema = False  # each rank holds shards of the parameters
     backward_collectives = True  # an out-of-memory there is not agreed on (strategies/agreement.py)
 
+    @classmethod
+    def preflight(cls, cfg, world_size: int) -> None:
+        super().preflight(cfg, world_size)
+        # fully_shard refuses non-contiguous parameters, and channels-last conv weights are
+        # (torch 2.14: "FSDP does not support non-contiguous parameters yet").
+        if cfg.trainer.channels_last:
+            raise HpmlError("strategy=fsdp cannot shard channels-last weights (FSDP2 needs contiguous parameters); "
+                            "drop trainer.channels_last or use strategy=ddp")
+
     def wrap(self, model: nn.Module) -> nn.Module:
         cfg: FSDPConfig = self.cfg
         policy = MixedPrecisionPolicy(param_dtype=_DTYPES[cfg.param_dtype], reduce_dtype=_DTYPES[cfg.reduce_dtype])

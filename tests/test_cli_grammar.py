@@ -1,6 +1,7 @@
 """One argument grammar for every command (Hydra's override grammar, plus: a value Hydra's lexer
 cannot read means its own text): the same words name the same folder in train, prepare, slurm,
 bench, report, export, predict, eval and cam, through the real CLI."""
+import contextlib
 import os
 import shlex
 from pathlib import Path
@@ -23,12 +24,8 @@ def spellings(text: str) -> list[str]:
 def spaced(tmp_path_factory):
     """A finished run in `runs/my run` and a PNG in `my photos/`, under one working folder."""
     root = tmp_path_factory.mktemp("grammar")
-    old = os.getcwd()
-    os.chdir(root)
-    try:
+    with contextlib.chdir(root):  # the run folder is relative to the working folder
         assert main(["train", *RUN, "run_dir='runs/my run'"]) == 0
-    finally:
-        os.chdir(old)
     write_shape_pngs(root / "my photos", [16])
     return root
 

@@ -3,7 +3,7 @@ before anything trains, the run folder as it was; the overrides a new strategy d
 left behind; the optimizer state by parameter name loads into any split of the model."""
 from __future__ import annotations
 
-import os
+import contextlib
 import shutil
 
 import pytest
@@ -24,12 +24,8 @@ RUN = [*TINY, "model=mlp", "trainer.epochs=1", "run_dir=run"]  # 4 classes, 16 p
 def trained(tmp_path_factory):
     """One finished 1-epoch run, copied into each test's folder."""
     root = tmp_path_factory.mktemp("trained")
-    old = os.getcwd()
-    os.chdir(root)
-    try:
+    with contextlib.chdir(root):  # the run folder is relative to the working folder
         assert main(["train", *RUN]) == 0
-    finally:
-        os.chdir(old)
     return root / "run"
 
 

@@ -13,6 +13,7 @@ Then, per op, the per-sample cost in this process on one thread (the work a work
 one sample: the op, its seed and fork, float conversion), alternated the same way:
 
     python benchmarks/augment_cost.py --images 1024 --rounds 3 --micro-rounds 5 --workers 2
+    python benchmarks/augment_cost.py --tiny      # seconds: the test suite's form
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def data_s(args, root: Path, folder: Path, augment: str) -> float:
         return run_training(cfg, folder)[-1]["data_s"]
 
 
-def per_sample_us(args, name: str, n: int = 512) -> float:
+def per_sample_us(args, name: str, n: int) -> float:
     """Microseconds per sample of the op (a batch op: its batch's time / batch size), float
     conversion included; one thread, as each loader worker runs."""
     cfg = OmegaConf.to_object(compose_train([f"dataset.image_size={args.image_size}",
@@ -102,7 +103,12 @@ def main() -> None:
     p.add_argument("--micro-rounds", type=int, default=5)
     p.add_argument("--skip-epochs", action="store_true", help="only the per-sample microbenchmark")
     p.add_argument("--skip-micro", action="store_true", help="only the epochs")
+    p.add_argument("--micro-samples", type=int, default=512, help="samples per op and round in the microbenchmark")
+    p.add_argument("--tiny", action="store_true", help="the smallest form (seconds, CPU): what the test suite runs, so the script cannot break unseen")
     args = p.parse_args()
+    if args.tiny:
+        args.images, args.image_size, args.batch_size, args.workers = 40, 16, 8, 0
+        args.rounds, args.micro_rounds, args.micro_samples = 1, 1, 16
     torch.set_num_threads(1)
     micro: dict[str, list[float]] = {name: [] for name in VARIANTS}
     # warm-up: first calls (lazy imports, allocator) are not the op's cost
@@ -110,7 +116,7 @@ def main() -> None:
         per_sample_us(args, name, n=args.batch_size)
     for r in range(0 if args.skip_micro else args.micro_rounds):
         for name in (list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS))):
-            micro[name].append(per_sample_us(args, name))
+            micro[name].append(per_sample_us(args, name, args.micro_samples))
     if not args.skip_micro:
         table(f"per sample, one thread, {args.image_size}x{args.image_size} uint8 (batch ops: batch of "
               f"{args.batch_size} / its size), {args.micro_rounds} rounds", micro, "us", "none")

@@ -18,6 +18,7 @@ step ~10x slower than one while other jobs ran. Run it under the measurement loc
 
     flock /tmp/hpml-measure.lock python benchmarks/digits_recipe.py --out digits-results --ablations
     python benchmarks/digits_recipe.py --out digits-results --analyze   # the tables again, nothing run
+    python benchmarks/digits_recipe.py --tiny      # one seed, 2 epochs on 100 images: the test suite's form
 """
 from __future__ import annotations
 
@@ -68,14 +69,14 @@ def run_order(names: list[str], k: int) -> list[str]:
     return rotated[::-1] if k % 2 else rotated
 
 
-def train(out: Path, variants: dict[str, list[str]], seeds: list[int]) -> None:
+def train(out: Path, variants: dict[str, list[str]], seeds: list[int], extra: list[str]) -> None:
     for k, seed in enumerate(seeds):
         for name in run_order(list(variants), k):
             run = out / "runs" / folder_name(name, seed)
             if (run / "summary.json").is_file():
                 continue
             print(f"seed {seed}: {name}", flush=True)
-            hpml(out, "train", *variants[name], *COMMON, f"trainer.seed={seed}", f"run_dir={run}")
+            hpml(out, "train", *variants[name], *COMMON, *extra, f"trainer.seed={seed}", f"run_dir={run}")
 
 
 def accuracy_column(epochs: pd.DataFrame) -> str:
@@ -167,9 +168,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ablations", action="store_true", help="also the recipe with one lever changed")
     parser.add_argument("--analyze", action="store_true", help="read the run folders only")
+    parser.add_argument("--tiny", action="store_true", help="the smallest form (seconds, CPU): what the test suite runs, so the script cannot break unseen")
     args = parser.parse_args(argv)
+    # the tiny form: the same variants, shortened (both schedules' warm-up fits in 2 epochs)
+    extra = ["trainer.epochs=2", "dataset.num_train=100", "scheduler.warmup_epochs=1"] if args.tiny else []
+    if args.tiny:
+        args.seeds = [0]
     if not args.analyze:
-        train(args.out, {**MAIN, **ABLATIONS} if args.ablations else MAIN, args.seeds)
+        train(args.out, {**MAIN, **ABLATIONS} if args.ablations else MAIN, args.seeds, extra)
         tta_scores(args.out, args.seeds)
     result = analyze(args.out, [*MAIN, *ABLATIONS], args.seeds)
     if all((args.out / "runs" / folder_name("recipe", s) / "eval" / "val-ema.json").is_file() for s in args.seeds):

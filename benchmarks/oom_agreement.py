@@ -17,6 +17,7 @@ of them, a step outside it none.
 
     python benchmarks/oom_agreement.py --strategy ddp --rounds 3 --epochs 3 --steps 64
     python benchmarks/oom_agreement.py --latency 5000
+    python benchmarks/oom_agreement.py --tiny      # seconds: both forms, the test suite's
 """
 from __future__ import annotations
 
@@ -92,8 +93,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency", type=int, default=0, help="time N agreement exchanges alone")
+    parser.add_argument("--tiny", action="store_true", help="the smallest form (seconds, CPU): what the test suite runs, so the script cannot break unseen")
     args = parser.parse_args()
-    if args.latency:
+    if args.tiny:
+        latency(200)
+        args.image_size, args.batch, args.steps, args.epochs, args.rounds = 8, 4, 2, 2, 1
+    elif args.latency:
         return latency(args.latency)
     base = [f"model={args.model}", "dataset=synthetic", f"dataset.image_size={args.image_size}",
             f"dataset.batch_size={args.batch}", f"dataset.num_train={2 * args.batch * args.steps}",

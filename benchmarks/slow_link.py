@@ -3,6 +3,7 @@ the same 2-node DDP job with and without a token bucket on node 2's link, altern
 against the prediction bytes all-reduced per step / rate. Usage (as root, from an empty folder):
 
     python benchmarks/slow_link.py [--rate 20mbit] [--rounds 2] [hpml train overrides]
+    python benchmarks/slow_link.py --tiny      # one job per variant: the test suite's form
 
 Prints per variant the median per-step train_s (and the split's comm_exposed_s and compute_s
 once recorded) and the growth against 4 bytes x parameters x 2(n-1)/n over the rate.
@@ -54,10 +55,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", default="20mbit")
     parser.add_argument("--rounds", type=int, default=2, help="ABBA rounds: each runs both variants twice")
+    parser.add_argument("--tiny", action="store_true", help="the smallest form (one run each, 2 epochs): what the test suite runs, so the script cannot break unseen")
     args, overrides = parser.parse_known_args()
+    if args.tiny:
+        overrides = ["trainer.epochs=2", "dataset.num_train=64", *overrides]
     subprocess.run(["bash", str(SCRIPT), "unthrottle", "hpml-n2"], check=True, capture_output=True)
     results: dict[str, list[dict]] = {"unlimited": [], args.rate: []}
     order = [v for _ in range(args.rounds) for v in ("unlimited", args.rate, args.rate, "unlimited")]
+    if args.tiny:
+        order = ["unlimited", args.rate]
     for variant in order:
         if variant != "unlimited":
             subprocess.run(["bash", str(SCRIPT), "throttle", "hpml-n2", variant], check=True, capture_output=True)

@@ -11,6 +11,7 @@
    on CPU its row says so (tests/test_step_split.py checks its timing on CPU stand-ins).
 
     flock /tmp/hpml-measure.lock python benchmarks/step_split.py --rounds 6
+    python benchmarks/step_split.py --tiny      # seconds: the test suite's form
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ STRATEGIES = {
     "pipe gpipe (m=4)": ["strategy=pipe", "strategy.schedule=gpipe", "strategy.n_microbatches=4"],
     "pipe 1f1b (m=4)": ["strategy=pipe", "strategy.schedule=1f1b", "strategy.n_microbatches=4"],
 }
+TINY_ROWS = ("single (1 rank)", "ddp, fp32 all-reduce", "pipe 1f1b (m=4)")
 PARTS = ("train_s", "compute_s", "comm_s", "comm_exposed_s", "bubble_s", "overhead_s")
 
 
@@ -59,7 +61,7 @@ def per_step_train_s(args, strategy: str, split: bool, folder: Path) -> float:
     return statistics.median(r["train_s"] for r in records if not r["warmup"]) / args.steps
 
 
-def clock_cost_us(n: int = 20000) -> float:
+def clock_cost_us(n: int) -> float:
     """One step's bracket with a communication and an exposed interval, alone."""
     clock = SplitClock()
     start = time.perf_counter()
@@ -73,7 +75,7 @@ def clock_cost_us(n: int = 20000) -> float:
 
 
 def cost(args, tmp: Path) -> list[str]:
-    lines = [f"clock alone: {clock_cost_us():.1f} us per step", "",
+    lines = [f"clock alone: {clock_cost_us(200 if args.tiny else 20000):.1f} us per step", "",
              "| strategy | train_s per step, split on (median) | off (median) | on/off (median of rounds) | min-max |",
              "|---|---|---|---|---|"]
     for strategy in ("single", "ddp"):
@@ -105,7 +107,9 @@ def two_ranks(args, extra: list[str], folder: Path) -> dict:
 def table(args, tmp: Path) -> list[str]:
     lines = ["| strategy | " + " | ".join(PARTS) + " | comm MB/step | Gbit/s | bubble share (expected) |",
              "|" + "---|" * (len(PARTS) + 4)]
-    for name, extra in STRATEGIES.items():
+    # the tiny form: one row of each kind (one rank, an all-reduce, a pipeline's bubble)
+    rows = {k: v for k, v in STRATEGIES.items() if not args.tiny or k in TINY_ROWS}
+    for name, extra in rows.items():
         s = two_ranks(args, extra, tmp / name.split()[0].replace(",", "") / str(len(lines)))
         if "failed" in s:
             lines.append(f"| {name} | failed: {s['failed']} |")
@@ -130,7 +134,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=6, help="alternating on/off rounds of the cost measurement")
     p.add_argument("--skip-cost", action="store_true")
     p.add_argument("--skip-table", action="store_true")
+    p.add_argument("--tiny", action="store_true", help="the smallest form (seconds, CPU): what the test suite runs, so the script cannot break unseen")
     args = p.parse_args()
+    if args.tiny:
+        args.model, args.image_size, args.batch_size, args.steps, args.epochs, args.rounds = "mlp", 8, 4, 2, 2, 1
     torch.set_num_threads(1)  # as the 2-rank runs (OMP_NUM_THREADS=1): a shared machine's cores are not all ours
     head = (f"{args.model}, synthetic {args.image_size}x{args.image_size}, batch {args.batch_size} per rank, "
             f"{args.steps} steps/epoch/rank, {args.epochs} epochs (1 warm-up), CPU ({os.cpu_count()} cores, 1 thread per "

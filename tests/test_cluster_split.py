@@ -113,3 +113,11 @@ def test_a_slowed_link_adds_the_all_reduced_bytes_over_its_rate_to_each_step(two
     assert 0.75 * expected < exposed < 1.6 * expected, (exposed, expected)
     compute = _per_step(slow_epochs, slow, "compute_s") - _per_step(base_epochs, base, "compute_s")
     assert abs(compute) < 0.2 * expected, (compute, expected)
+
+
+def test_the_slow_link_benchmark_runs_in_its_tiny_form(two_nodes, tmp_path):  # noqa: F811
+    from tests.test_benchmarks import run_tiny
+
+    out = run_tiny("slow_link.py", tmp_path)
+    assert "qdisc tbf" not in subprocess.run(["tc", "-n", "hpml-n2", "qdisc", "show", "dev", "eth0"],
+                                             capture_output=True, text=True).stdout, out  # the link is given back

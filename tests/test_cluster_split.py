@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import TINY
-from tests.test_slurm_cluster import ROOT, job_field, log, run_folder, submit, wait_gone
+from tests.test_slurm_cluster import ROOT, failed_log, job_field, run_folder, submit, wait_gone
 from tests.test_slurm_multinode import NODES, two_nodes  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.slurm
@@ -75,7 +75,7 @@ def throttled(node: str, rate: str):
 def _run(hpml) -> tuple[pd.DataFrame, dict]:
     job = submit(hpml, *JOB)
     wait_gone(job, timeout=300)
-    assert job_field(job, "JobState") == "COMPLETED", log(job)[-3000:]
+    assert job_field(job, "JobState") == "COMPLETED", failed_log(job)
     folder = run_folder(job)
     return pd.read_csv(folder / "epochs.csv"), json.loads((folder / "summary.json").read_text())
 

@@ -105,6 +105,14 @@ if os.environ.get("RANK") == "1":
             os.kill(os.getpid(), signal.SIGUSR1)  # only rank 1 is signalled
         return original(self, *args, **kwargs)
     Strategy.train_step = step
+if os.environ.get("RANK") == "0":  # rank 0 slow to finish: the launcher must not stop it meanwhile
+    import time
+    from hpml_bench.train import run
+    reported = run.report_stop
+    def slow_report(*args, **kwargs):
+        time.sleep(1.5)
+        return reported(*args, **kwargs)
+    run.report_stop = slow_report
 """
 
 

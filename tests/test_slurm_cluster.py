@@ -90,6 +90,14 @@ def log(job: str) -> str:
     return files[0].read_text() if files else ""
 
 
+def failed_log(job: str) -> str:
+    """A failed job's log for an assertion message: its first error lines (the cause, which a
+    long C++ trace of a rank that lost it would push out of the tail) and then the tail."""
+    text = log(job)
+    first = [line for line in text.splitlines() if "error" in line.lower() or line.startswith("hpml:")][:15]
+    return "\n".join(["first error lines:", *first, "tail:", text[-2000:]])
+
+
 def run_folder(job: str) -> Path:
     folders = list(Path("runs").glob(f"{job}-*"))
     assert len(folders) == 1, (folders, log(job))

@@ -20,6 +20,7 @@ import torch
 from tests.conftest import TINY
 from tests.test_slurm_cluster import (
     ROOT,
+    failed_log,
     job_field,
     log,
     params,
@@ -86,7 +87,7 @@ def test_ddp_on_two_nodes_srun_and_torchrun_equal_four_ranks_on_one_node(two_nod
     by_torchrun = submit(hpml, *SMALL, *TWO_BY_TWO, "slurm.launcher=torchrun")
     for job in (one_node, by_srun, by_torchrun):
         wait_gone(job)
-        assert job_field(job, "JobState") == "COMPLETED", log(job)[-3000:]
+        assert job_field(job, "JobState") == "COMPLETED", failed_log(job)
     assert len(set(hosts_of(run_folder(one_node)))) == 1
     reference = params(run_folder(one_node))
     for job in (by_srun, by_torchrun):
@@ -101,7 +102,7 @@ def test_pipeline_one_stage_per_node_and_fsdp_over_two_nodes(two_nodes, hpml):
     fsdp = submit(hpml, *TINY, "model=mlp", "strategy=fsdp", "strategy.backend=gloo", "slurm.nodes=2", "slurm.tasks_per_node=1")
     for job in (pipe, fsdp):
         wait_gone(job)
-        assert job_field(job, "JobState") == "COMPLETED", log(job)[-3000:]
+        assert job_field(job, "JobState") == "COMPLETED", failed_log(job)
         assert set(hosts_of(run_folder(job))) == NODES
 
 

@@ -1,6 +1,4 @@
 """`python -m hpml_bench ...` (what torchrun starts) is the `hpml` command."""
-import sys
+from hpml_bench.cli.main import run
 
-from hpml_bench.cli.main import main
-
-sys.exit(main())
+run()

@@ -42,6 +42,28 @@ Your own configs: ./conf/<group>/<name>.yaml (or --config-dir DIR, or $HPML_CONF
 before hpml's own, e.g. conf/model/mynet.yaml -> model=mynet.
 Errors print one line and exit with code 2; HPML_DEBUG=1 shows the traceback."""
 
+def run() -> None:
+    """The `hpml` console script and `python -m hpml_bench`: main(), then the process's exit."""
+    try:
+        code = main()
+    except SystemExit as exc:  # a stop's exit code (train/run.py)
+        code = exit_status(exc)
+    # Only a process that made a process group needs the careful exit; a module not imported
+    # means none was made (and `hpml list` stays free of torch.distributed).
+    distributed = sys.modules.get("hpml_bench.strategies.distributed")
+    if distributed is not None and distributed.started_a_group():
+        distributed.exit_without_finalizing(code)
+    sys.exit(code)
+
+
+def exit_status(exc: SystemExit) -> int:
+    """The exit status sys.exit gives: None is 0, a message is printed and is 1."""
+    if exc.code is None or isinstance(exc.code, int):
+        return int(exc.code or 0)
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hpml` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -33,6 +33,8 @@ REQUEUE_FILE_ENV = "HPML_REQUEUE_FILE"
 CONTINUES_ENV = "HPML_CONTINUES"
 # hpml's own launcher (strategy.nproc_per_node) names its runs so (strategies/launch.py).
 OWN_LAUNCHER_RUN_PREFIX = "hpml-"
+# hpml's own launcher names a file for the exit code of an agreed stop (strategies/launch.py).
+STOP_CODE_FILE_ENV = "HPML_STOP_CODE_FILE"
 
 
 def signal_number(name: str) -> int:
@@ -119,6 +121,19 @@ class StopRequest(NoStop):
         if self.requeue:
             return 0 if under_torchrun() else REQUEUE_EXIT
         return 128 + int(self.signum)
+
+
+def worker_exit_code(stop: StopRequest, is_main: bool) -> int:
+    """The process's exit code after an agreed stop (its checkpoint on disk). Under hpml's own
+    launcher every worker exits 0 and rank 0 leaves the code in the launcher's file: the
+    elastic agent takes any non-zero exit for a failure and SIGTERMs the workers still running,
+    so the rank that left first would kill rank 0 while it still reported the stop."""
+    code_file = os.environ.get(STOP_CODE_FILE_ENV)
+    if not code_file:
+        return stop.exit_code
+    if is_main:
+        atomic_write_text(Path(code_file), f"{stop.exit_code}\n")
+    return 0
 
 
 def under_torchrun() -> bool:

@@ -1,10 +1,12 @@
 """What every multi-process strategy shares: joining the process group, collectives."""
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import torch
 import torch.distributed as dist
@@ -68,6 +70,8 @@ class DistributedStrategy(Strategy):
             dist.init_process_group(self.backend, init_method=f"tcp://{self.env.master_addr}:{self.env.master_port}",
                                     rank=self.rank, world_size=self.world_size, timeout=timeout)
         self._owns_group = True
+        global _started_a_group
+        _started_a_group = True
 
     def _elastic_store(self, timeout: datetime.timedelta) -> dist.Store:
         """torchrun's agent keeps one TCPStore across `--max-restarts` restarts; the keys of the
@@ -132,3 +136,31 @@ class DistributedStrategy(Strategy):
         out = [None] * self.world_size if self.is_main else None
         dist.gather_object(obj, out, dst=0)
         return out
+
+
+# This process created a process group (hpml's own exit then skips Python's finalization).
+_started_a_group = False
+
+
+def started_a_group() -> bool:
+    return _started_a_group
+
+
+def exit_without_finalizing(code: int) -> NoReturn:
+    """End a process that ran collectives: exit handlers and output flushed, then os._exit.
+
+    A gloo group outlives destroy_process_group while anything refers to it (torch's DTensor
+    caches do, after an FSDP checkpoint), and so do its worker threads. One of them may drop a
+    finished collective's tensors only after Python's finalization began; wanting the GIL then,
+    the thread is ended and the process aborts ("terminate called without an active exception",
+    exit -6, on a run that had finished: pytorch/pytorch#190489). Finalization is all that is
+    left out here: the exit handlers (loggers, loader workers) run first, while Python is whole.
+    """
+    atexit._run_exitfuncs()  # noqa: SLF001 - what Py_Finalize would run first
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing left to say there
+            pass
+    os._exit(code)
+

@@ -19,7 +19,7 @@ from hpml_bench.data.labels import class_counts
 from hpml_bench.errors import HpmlError
 from hpml_bench.faults.lost_peer import lost_peer, rank_hosts
 from hpml_bench.faults.lost_worker import quiet_sigchld, with_checkpoint, worker_lost
-from hpml_bench.faults.preemption import StopRequest, report_stop, restart_resume
+from hpml_bench.faults.preemption import StopRequest, report_stop, restart_resume, worker_exit_code
 from hpml_bench.models import build_model_from_config, count_parameters
 from hpml_bench.models.source import SourceConfig
 from hpml_bench.runfolder import RunFolder
@@ -90,7 +90,7 @@ def run_training(dcfg: DictConfig, run_dir: Path | RunFolder, overrides: list[st
         if lock is not None:
             lock.release()
     if trainer.stopped_at:
-        raise SystemExit(stop.exit_code)
+        raise SystemExit(worker_exit_code(stop, strategy.is_main))
     return history
 
 

@@ -27,6 +27,16 @@ def test_mistake_gives_one_error_line_and_exit_2(hpml, tmp_path, args, message):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no empty run folders
 
 
+@pytest.mark.parametrize("args, message", [
+    ([], "hpml report: the following arguments are required: paths"),
+    (["runs/x", "--bogus"], "hpml report: unrecognized arguments: --bogus"),
+])
+def test_report_argument_mistakes_are_one_line_too(hpml, args, message):
+    result = hpml("report", *args)
+    assert result.rc == 2 and result.err.strip().startswith("error: ") and message in result.err, result.err
+    assert len(result.err.strip().splitlines()) == 1 and "usage: hpml report RUN_OR_FOLDER" in result.err
+
+
 def test_offline_cifar_download_names_dataset_root(hpml, monkeypatch):
     def offline(self):
         raise urllib.error.URLError("no network")

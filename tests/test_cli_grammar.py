@@ -125,6 +125,13 @@ def test_slurm_renders_the_same_job_for_every_spelling(hpml, tmp_path):
         assert parse_word(root).value() == "my data"  # what Hydra reads on the node
 
 
+def test_slurm_quotes_a_job_name_sbatch_would_split(hpml, tmp_path):
+    r = hpml("slurm", "model=mlp", "slurm.job_name='my job #2'", "slurm.script=s.sbatch")
+    assert r.rc == 0, r.err
+    script = (tmp_path / "s.sbatch").read_text()
+    assert "#SBATCH --job-name='my job #2'\n" in script and "#SBATCH --nodes=1\n" in script
+
+
 def test_bench_names_a_quoted_bench_file_without_its_quotes(hpml):
     r = hpml("bench", "bench='my bench.yaml'")
     assert r.rc == 2 and r.err.startswith("error: bench=my bench.yaml: no such file"), r.err

@@ -31,6 +31,8 @@ def test_stop_at_first_step_saves_nothing(hpml, tmp_path):
     r = hpml("train", *RUN, "optimizer.lr=1e9", "run_dir=run")
     assert r.rc == 3
     assert "at epoch 1 step 3" in error_line(r.err) and "nothing was saved" in r.err
+    # the configured rate is the suspect, not the warm-up's current one (near 0 here)
+    assert "optimizer.lr=1e+09, " in error_line(r.err) and " at this step)" in error_line(r.err)
     assert not (tmp_path / "run/checkpoints").exists()
 
 

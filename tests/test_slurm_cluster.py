@@ -119,9 +119,12 @@ def params(folder: Path) -> dict:
 
 
 def test_two_task_ddp_job_runs_and_writes_a_two_rank_table(cluster, hpml):
-    job = submit(hpml, *SMALL, "strategy=ddp", "strategy.backend=gloo", "slurm.tasks_per_node=2")
+    # a job name with a space: sbatch reads the rendered script's quotes (SLURM names the log %x-%j.out)
+    job = submit(hpml, *SMALL, "strategy=ddp", "strategy.backend=gloo", "slurm.tasks_per_node=2",
+                 "slurm.job_name='two ranks'")
     wait_gone(job)
     assert job_field(job, "JobState") == "COMPLETED", log(job)
+    assert Path(f"runs/slurm/two ranks-{job}.out").is_file()
     folder = run_folder(job)
     ranks = pd.read_csv(folder / "ranks.csv")
     assert sorted(ranks["rank"].unique()) == [0, 1]

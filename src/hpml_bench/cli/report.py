@@ -10,13 +10,21 @@ from pathlib import Path
 
 from hpml_bench.bench.report import write_hta, write_report
 from hpml_bench.config.words import is_override, key_of, value_of
+from hpml_bench.errors import HpmlError
 
 _KEYS = ("baseline", "out")  # also as key=value words, read as every command reads them
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line, as every command's mistakes are (argparse prints its usage above it)."""
+        raise HpmlError(f"hpml report: {message} (usage: hpml report RUN_OR_FOLDER... [baseline=RUN] [out=DIR] "
+                        "[--hta]; hpml report --help)")
+
+
 def report_command(args: list[str]) -> int:
     """The `hpml report` command."""
-    parser = argparse.ArgumentParser(prog="hpml report", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="hpml report", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--baseline", type=Path, help="the run folder speedups are measured against (default: the first)")
     parser.add_argument("--out", type=Path, help="where report.md/.csv and plots go (default: <folder>/report or ./report)")

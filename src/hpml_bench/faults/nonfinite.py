@@ -20,7 +20,7 @@ import torch
 
 from hpml_bench.errors import NonFiniteError
 
-CAUSES = ("usual causes: a learning rate too high (now {lr:g}; optimizer.lr), fp16 without loss scaling, "
+CAUSES = ("usual causes: a learning rate too high (optimizer.lr={lr:g}{now}), fp16 without loss scaling, "
           "bad data (NaN/inf inputs or labels)")
 
 
@@ -104,4 +104,8 @@ class FiniteWatch:
 
 
 def _causes(strategy) -> str:
-    return CAUSES.format(lr=strategy.optimizer.param_groups[0]["lr"])
+    """The configured learning rate, not the scheduled one: in a warm-up the current rate is
+    near 0 and would look innocent (LRScheduler keeps the configured one as `initial_lr`)."""
+    group = strategy.optimizer.param_groups[0]
+    peak, now = group.get("initial_lr", group["lr"]), group["lr"]
+    return CAUSES.format(lr=peak, now="" if now == peak else f", {now:g} at this step")

@@ -84,7 +84,15 @@ def sbatch_lines(s: SlurmConfig, strategy: str) -> str:
     # append: a requeued job's log continues the first start's.
     options += [f"--signal={_signal_name(s)}@{s.signal_lead_s}", "--requeue",
                 f"--output={s.out_dir}/%x-%j.out", "--open-mode=append", *s.extra]
-    return "\n".join(f"#SBATCH {option}" for option in options)
+    return "\n".join(f"#SBATCH {_sbatch_quoted(option)}" for option in options)
+
+
+def _sbatch_quoted(option: str) -> str:
+    """`--key=value` with the value quoted where it must be: sbatch splits an #SBATCH line at
+    spaces and ends it at an unquoted `#` (it reads shell quotes), so `slurm.job_name='my job'`
+    would become --job-name=my and a stray argument."""
+    key, eq, value = option.partition("=")
+    return f"{key}={shlex.quote(value)}" if eq else option
 
 
 _EXEC_ARGS = 'exec "$@"'

@@ -17,7 +17,8 @@ while getopts "n:l:" opt; do
   case $opt in n) RUNS=$OPTARG ;; l) LOOPS=$OPTARG ;; *) exit 2 ;; esac
 done
 shift $((OPTIND - 1))
-[ $# -gt 0 ] || set -- tests/test_faults_workers.py tests/test_preempt.py tests/test_slurm_multinode.py tests/test_slurm_cluster.py
+[ $# -gt 0 ] || set -- tests/test_faults_workers.py tests/test_oom_ranks.py tests/test_worker_exit.py tests/test_preempt.py \
+  tests/test_slurm_multinode.py tests/test_slurm_cluster.py
 export WANDB_MODE=offline WANDB_SILENT=true
 PY=${PYTHON:-.venv/bin/python}
 

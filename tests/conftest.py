@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,14 @@ def hpml(tmp_path, monkeypatch, capsys):
         return Result(rc, captured.out, captured.err)
 
     return run
+
+
+def sitecustomize_env(folder: Path, code: str) -> dict[str, str]:
+    """`code` as the sitecustomize of every Python process started with the returned env (the
+    launcher's workers too): how tests reach inside a real `hpml` run."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(textwrap.dedent(code))
+    return {"PYTHONPATH": f"{folder}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
 
 def hpml_subprocess(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300) -> Result:

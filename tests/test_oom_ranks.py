@@ -4,13 +4,11 @@ strategy (rank 0 says so, naming rank 1) and the result is the unsplit run's; pa
 window the rank that ran out stops the run with its one line instead of hanging."""
 from __future__ import annotations
 
-import os
-import textwrap
 
 import pytest
 import torch
 
-from tests.conftest import hpml_subprocess
+from tests.conftest import hpml_subprocess, sitecustomize_env
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 
@@ -57,11 +55,9 @@ if rank is not None:
 
 @pytest.fixture
 def inject(tmp_path):
-    (tmp_path / "inject").mkdir()
-    (tmp_path / "inject" / "sitecustomize.py").write_text(textwrap.dedent(INJECT))
     (tmp_path / "log").mkdir()
-    return {"PYTHONPATH": f"{tmp_path / 'inject'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-            "HPML_TEST_LOG": str(tmp_path / "log"), "WANDB_MODE": "offline"}
+    return {**sitecustomize_env(tmp_path / "inject", INJECT), "HPML_TEST_LOG": str(tmp_path / "log"),
+            "WANDB_MODE": "offline"}
 
 
 def sizes(tmp_path, rank: int) -> list[int]:

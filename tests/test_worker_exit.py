@@ -4,12 +4,10 @@ aborted the process (exit -6 after a finished run: strategies/distributed.py). A
 without a group ends as Python ends any."""
 from __future__ import annotations
 
-import os
-import textwrap
 
 import pytest
 
-from tests.conftest import hpml_subprocess
+from tests.conftest import hpml_subprocess, sitecustomize_env
 
 BASE = ["model=mlp", "dataset=synthetic", "dataset.image_size=8", "dataset.num_classes=4", "dataset.num_train=64",
         "dataset.num_val=32", "dataset.batch_size=16", "trainer.epochs=1", "trainer.progress=never"]
@@ -39,11 +37,9 @@ finalized = Finalized()
 
 @pytest.fixture
 def marks(tmp_path):
-    (tmp_path / "inject").mkdir()
-    (tmp_path / "inject" / "sitecustomize.py").write_text(textwrap.dedent(MARKS))
     (tmp_path / "marks").mkdir()
-    return {"PYTHONPATH": f"{tmp_path / 'inject'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-            "HPML_TEST_MARKS": str(tmp_path / "marks"), "WANDB_MODE": "offline"}
+    return {**sitecustomize_env(tmp_path / "inject", MARKS), "HPML_TEST_MARKS": str(tmp_path / "marks"),
+            "WANDB_MODE": "offline"}
 
 
 def seen(tmp_path) -> set[str]:

@@ -163,4 +163,3 @@ def exit_without_finalizing(code: int) -> NoReturn:
         except (OSError, ValueError):  # a closed pipe: nothing left to say there
             pass
     os._exit(code)
-
